@@ -1,0 +1,99 @@
+"""Typed helpers over aiokafka's admin client: reachability and the state of topics.
+
+aiokafka's admin methods return raw protocol responses; this module turns them into plain
+values and raises on per-topic error codes, so callers never read error tuples themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError, for_code
+
+from streamproc.settings import KafkaSettings
+
+
+@dataclass(frozen=True)
+class TopicState:
+    """What the cluster has for one topic."""
+
+    name: str
+    partitions: int
+    replication_factor: int
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+@asynccontextmanager
+async def admin_client(settings: KafkaSettings, timeout_ms: int = 15_000) -> AsyncIterator[AIOKafkaAdminClient]:
+    client = AIOKafkaAdminClient(**settings.client_kwargs(), request_timeout_ms=timeout_ms)
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def broker_answers(settings: KafkaSettings, within_s: float = 5.0) -> bool:
+    """True when a metadata request to the cluster succeeds within `within_s` seconds."""
+    try:
+        async with asyncio.timeout(within_s), admin_client(settings, timeout_ms=int(within_s * 1000)) as client:
+            await client.describe_cluster()
+    except (TimeoutError, KafkaError, OSError):
+        return False
+    return True
+
+
+def _raise_for_code(code: int, what: str, message: str | None = None) -> None:
+    if code:
+        error = for_code(code)
+        raise error(f"{what}: {message or error.__name__}")
+
+
+async def describe_topics(client: AIOKafkaAdminClient, names: list[str]) -> dict[str, TopicState]:
+    """The existing topics among `names`, with their dynamic (non-default) configs."""
+    existing = set(await client.list_topics()) & set(names)
+    if not existing:
+        return {}
+    metadata = await client.describe_topics(sorted(existing))
+    shapes = {
+        t["topic"]: (len(t["partitions"]), min((len(p["replicas"]) for p in t["partitions"]), default=0))
+        for t in metadata
+    }
+    responses = await client.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, name) for name in sorted(existing)]
+    )
+    configs: dict[str, dict[str, str]] = {}
+    for response in responses:
+        for code, message, _type, name, entries in response.resources:
+            _raise_for_code(code, f"describe configs of {name}", message)
+            # entry: (name, value, read_only, config_source, is_sensitive, ...); source 1 = topic override
+            configs[name] = {e[0]: e[1] for e in entries if e[3] == 1}
+    return {
+        name: TopicState(name, shapes[name][0], shapes[name][1], configs.get(name, {})) for name in sorted(existing)
+    }
+
+
+async def create_topics(client: AIOKafkaAdminClient, topics: list[NewTopic]) -> None:
+    response = await client.create_topics(topics)
+    for name, code, *rest in response.topic_errors:
+        _raise_for_code(code, f"create topic {name}", rest[0] if rest else None)
+
+
+async def add_partitions(client: AIOKafkaAdminClient, counts: dict[str, int]) -> None:
+    """Raise each topic's partition count to the given total (aiokafka raises on error codes)."""
+    await client.create_partitions({name: NewPartitions(total) for name, total in counts.items()})
+
+
+async def set_topic_configs(client: AIOKafkaAdminClient, configs: dict[str, dict[str, str]]) -> None:
+    """Replace each topic's overrides with `configs` (AlterConfigs is a full replacement)."""
+    responses = await client.alter_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, name, values) for name, values in configs.items()]
+    )
+    for response in responses:
+        for code, message, _type, name in response.resources:
+            _raise_for_code(code, f"alter configs of {name}", message)

@@ -1,0 +1,62 @@
+"""`streamproc topics apply|list`: the declared topics of `topics/topics.yaml` on the cluster."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from streamproc import provisioning
+from streamproc.settings import KafkaSettings
+from streamproc.topology import load_topology
+
+app = typer.Typer(help="Make the cluster's topics match the topics file.", no_args_is_help=True)
+console = Console()
+
+FileOption = typer.Option(
+    None, "--file", "-f", help="Topics file [env STREAMPROC_TOPICS_FILE, default topics/topics.yaml]"
+)
+BootstrapOption = typer.Option(None, "--bootstrap-servers", help="[env STREAMPROC_BOOTSTRAP_SERVERS]")
+
+
+@app.command()
+def apply(
+    file: Path | None = FileOption,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and change nothing."),
+    bootstrap_servers: str | None = BootstrapOption,
+) -> None:
+    """Create missing topics, raise partition counts and set configs; refuse decreases."""
+    topology = load_topology(file)
+    plan = asyncio.run(provisioning.apply(KafkaSettings.from_env(bootstrap_servers), topology, dry_run=dry_run))
+    for line in plan.describe():
+        console.print(("would " if dry_run and not line.startswith("warning") else "") + line, highlight=False)
+    if plan.is_empty:
+        console.print("topics are up to date")
+
+
+@app.command("list")
+def list_(file: Path | None = FileOption, bootstrap_servers: str | None = BootstrapOption) -> None:
+    """Show each declared topic with its role and what the cluster has."""
+    topology = load_topology(file)
+    existing, plan = asyncio.run(provisioning.cluster_state(KafkaSettings.from_env(bootstrap_servers), topology))
+    table = Table("topic", "role", "priority", "partitions", "rf", "configs", "state")
+    table.columns[0].no_wrap = True
+    for spec in topology.topics():
+        state = existing.get(spec.name)
+        if state is None:
+            partitions = str(spec.partitions or "-")
+            table.add_row(spec.name, spec.role, spec.priority, partitions, "-", "", "[red]missing[/red]")
+            continue
+        table.add_row(
+            spec.name,
+            spec.role,
+            spec.priority,
+            str(state.partitions),
+            str(state.replication_factor),
+            ", ".join(f"{k}={v}" for k, v in sorted(state.configs.items())),
+            "[yellow]differs[/yellow]" if plan.differs(spec.name) else "[green]ok[/green]",
+        )
+    console.print(table)

@@ -1,0 +1,192 @@
+"""The declared topics (`topics/topics.yaml`): priorities, retry tiers, the DLQ and routes.
+
+This is the one model every part reads: the worker for what to consume and in which priority
+order, the retry router for the tiers, `topics apply` for what the cluster must hold, the Helm
+chart for KEDA's topics. A file that does not fit is refused with the field that is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from streamproc.errors import StreamprocError
+
+DEFAULT_TOPICS_FILE = "topics/topics.yaml"
+
+TOPIC_NAME = r"^[A-Za-z0-9._-]{1,249}$"
+_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+Role = Literal["intake", "route", "tier", "dlq"]
+
+
+def parse_duration_ms(text: str) -> int:
+    """`500ms`, `5s`, `1m`, `10m`, `1h`, `7d` → milliseconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 500ms, 5s, 1m, 2h or 7d")
+    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _configs_as_strings(value: object) -> object:
+    """Kafka configs are strings; YAML users write `retention.ms: 604800000`, so accept scalars."""
+    if not isinstance(value, dict):
+        return value
+    return {key: str(v).lower() if isinstance(v, bool) else str(v) for key, v in value.items()}
+
+
+Configs = Annotated[dict[str, str], BeforeValidator(_configs_as_strings)]
+
+
+class TopicGroup(_Strict):
+    """Partitions, replication factor and configs shared by a family of topics."""
+
+    partitions: Annotated[int, Field(ge=1)]
+    replication_factor: Annotated[int, Field(ge=1)] = 1
+    configs: Configs = {}
+
+
+class Tiers(TopicGroup):
+    partitions: Annotated[int, Field(ge=1)] = 6
+    delays: list[str] = ["5s", "1m", "10m"]
+
+    @field_validator("delays")
+    @classmethod
+    def _valid_delays(cls, delays: list[str]) -> list[str]:
+        values = [parse_duration_ms(d) for d in delays]
+        if any(v <= 0 for v in values):
+            raise ValueError("delays must be positive")
+        if values != sorted(set(values)):
+            raise ValueError("delays must grow strictly from the first tier to the last")
+        return delays
+
+
+class Route(_Strict):
+    """An event topic of another application, processed as tasks of one name and priority.
+
+    With `partitions` set, `topics apply` manages the topic like its own; without, the topic
+    belongs to its producer and is only expected to exist.
+    """
+
+    topic: Annotated[str, Field(pattern=TOPIC_NAME)]
+    task: Annotated[str, Field(min_length=1)]
+    priority: str
+    partitions: Annotated[int, Field(ge=1)] | None = None
+    replication_factor: Annotated[int, Field(ge=1)] = 1
+    configs: Configs = {}
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic as the file declares it."""
+
+    name: str
+    role: Role
+    partitions: int
+    replication_factor: int
+    configs: Configs
+    priority: str | None = None
+    delay_ms: int | None = None
+
+
+class Topology(_Strict):
+    """The whole file."""
+
+    prefix: Annotated[str, Field(pattern=TOPIC_NAME)] = "tasks"
+    priorities: Annotated[list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$")]], Field(min_length=1)] = [
+        "high",
+        "normal",
+        "low",
+    ]
+    intake: TopicGroup = TopicGroup(partitions=12)
+    tiers: Tiers = Tiers()
+    dlq: TopicGroup = TopicGroup(partitions=3, configs={"retention.ms": str(30 * 86_400_000)})
+    routes: list[Route] = []
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Topology:
+        if len(set(self.priorities)) != len(self.priorities):
+            raise ValueError(f"priorities: each name once, got {self.priorities}")
+        for i, route in enumerate(self.routes):
+            if route.priority not in self.priorities:
+                raise ValueError(
+                    f"routes.{i}.priority: {route.priority!r} is not one of the priorities {self.priorities}"
+                )
+        names = [spec.name for spec in self.topics()]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"routes: topic declared twice: {', '.join(duplicates)}")
+        return self
+
+    def intake_topic(self, priority: str) -> str:
+        return f"{self.prefix}.{priority}"
+
+    def topics(self) -> list[TopicSpec]:
+        """Every declared topic, intake first in priority order, then routes, tiers and the DLQ."""
+        specs = [
+            TopicSpec(
+                self.intake_topic(p),
+                "intake",
+                self.intake.partitions,
+                self.intake.replication_factor,
+                self.intake.configs,
+                priority=p,
+            )
+            for p in self.priorities
+        ]
+        specs += [
+            TopicSpec(r.topic, "route", r.partitions or 0, r.replication_factor, r.configs, priority=r.priority)
+            for r in self.routes
+        ]
+        specs += [
+            TopicSpec(
+                f"{self.prefix}.retry.{d}",
+                "tier",
+                self.tiers.partitions,
+                self.tiers.replication_factor,
+                self.tiers.configs,
+                delay_ms=parse_duration_ms(d),
+            )
+            for d in self.tiers.delays
+        ]
+        specs.append(
+            TopicSpec(f"{self.prefix}.dlq", "dlq", self.dlq.partitions, self.dlq.replication_factor, self.dlq.configs)
+        )
+        return specs
+
+    def managed_topics(self) -> list[TopicSpec]:
+        """The topics `topics apply` creates and keeps in shape (routes without partitions are not ours)."""
+        return [spec for spec in self.topics() if spec.partitions > 0]
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def load_topology(path: str | os.PathLike[str] | None = None) -> Topology:
+    """Read and validate the topics file (`STREAMPROC_TOPICS_FILE`, default `topics/topics.yaml`)."""
+    file = Path(path or os.environ.get("STREAMPROC_TOPICS_FILE", DEFAULT_TOPICS_FILE))
+    try:
+        raw = yaml.safe_load(file.read_text()) or {}
+    except FileNotFoundError:
+        raise StreamprocError(f"{file}: no such topics file") from None
+    except yaml.YAMLError as exc:
+        raise StreamprocError(f"{file}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise StreamprocError(f"{file}: expected a mapping at the top level")
+    try:
+        return Topology.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{_field_path(e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise StreamprocError(f"{file}: {problems}") from None

@@ -1,0 +1,100 @@
+"""Fixtures: a real Kafka broker for the whole session, and topics of their own for each test.
+
+The broker is, in order: the one `STREAMPROC_BOOTSTRAP_SERVERS` names if it answers; a
+testcontainers Kafka if a Docker engine answers; else the local broker of `streamproc broker`,
+started here and stopped at the end unless it already ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from streamproc.admin import broker_answers
+from streamproc.localbroker import LocalBroker
+from streamproc.settings import KafkaSettings
+from streamproc.topology import Topology
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+    except Exception:  # no SDK, no socket, no engine: all mean "no Docker here"
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def kafka_settings() -> Iterator[KafkaSettings]:
+    named = os.environ.get("STREAMPROC_BOOTSTRAP_SERVERS")
+    if named and asyncio.run(broker_answers(KafkaSettings(bootstrap_servers=named))):
+        yield KafkaSettings.from_env()
+        return
+    if _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as container:
+            yield KafkaSettings(bootstrap_servers=container.get_bootstrap_server())
+        return
+    broker = LocalBroker.from_env()
+    started = broker.start()
+    try:
+        yield KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+    finally:
+        if not started.already_running:
+            broker.stop()
+
+
+@pytest.fixture
+def bootstrap(kafka_settings: KafkaSettings, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The session broker's address, also exported for code that reads the environment."""
+    monkeypatch.setenv("STREAMPROC_BOOTSTRAP_SERVERS", kafka_settings.bootstrap_servers)
+    return kafka_settings.bootstrap_servers
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A topic prefix no other test uses, so tests never see each other's records."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def topology(prefix: str) -> Topology:
+    """The default topics file under a unique prefix, with small partition counts and short tiers."""
+    return Topology.model_validate(
+        {
+            "prefix": prefix,
+            "intake": {"partitions": 3},
+            "tiers": {"delays": ["1s", "2s"], "partitions": 2},
+            "dlq": {"partitions": 1},
+        }
+    )
+
+
+INTEGRATION_DIR = os.path.join(os.path.dirname(__file__), "integration")
+_skipped_kafka_tests: list[str] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/integration talks to the real broker."""
+    for item in items:
+        if str(item.path).startswith(INTEGRATION_DIR):
+            item.add_marker(pytest.mark.kafka)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and "kafka" in report.keywords:
+        _skipped_kafka_tests.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A skipped Kafka test is a failed run: CI must prove the Kafka behaviour, not skip it."""
+    if _skipped_kafka_tests:
+        print(f"\nKafka tests were skipped, failing the run: {', '.join(_skipped_kafka_tests)}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

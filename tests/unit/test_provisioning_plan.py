@@ -1,0 +1,58 @@
+from streamproc.admin import TopicState
+from streamproc.provisioning import plan
+from streamproc.topology import Topology
+
+TOPOLOGY = Topology.model_validate(
+    {
+        "prefix": "p",
+        "priorities": ["high"],
+        "intake": {"partitions": 4, "configs": {"retention.ms": 1000}},
+        "tiers": {"delays": ["1s"], "partitions": 2},
+        "dlq": {"partitions": 1},
+        "routes": [{"topic": "events", "task": "t", "priority": "high"}],
+    }
+)
+
+
+def matching_state() -> dict[str, TopicState]:
+    return {
+        "p.high": TopicState("p.high", 4, 1, {"retention.ms": "1000"}),
+        "p.retry.1s": TopicState("p.retry.1s", 2, 1),
+        "p.dlq": TopicState("p.dlq", 1, 1),
+        "events": TopicState("events", 7, 3),
+    }
+
+
+def test_empty_cluster_creates_every_managed_topic_and_warns_of_the_external_route() -> None:
+    result = plan(TOPOLOGY, {})
+    assert [(t.name, t.partitions) for t in result.create] == [("p.high", 4), ("p.retry.1s", 2), ("p.dlq", 1)]
+    assert result.missing_external == ["events"]
+    assert not result.refusals
+
+
+def test_matching_cluster_needs_nothing() -> None:
+    result = plan(TOPOLOGY, matching_state())
+    assert result.is_empty and not result.refusals and not result.missing_external
+    assert result.describe() == []
+
+
+def test_more_declared_partitions_are_raised() -> None:
+    state = matching_state() | {"p.high": TopicState("p.high", 2, 1, {"retention.ms": "1000"})}
+    result = plan(TOPOLOGY, state)
+    assert result.raise_partitions == {"p.high": (2, 4)}
+    assert result.describe() == ["raise partitions of p.high: 2 → 4"]
+
+
+def test_fewer_declared_partitions_and_other_replication_are_refused() -> None:
+    state = matching_state() | {"p.high": TopicState("p.high", 8, 3, {"retention.ms": "1000"})}
+    result = plan(TOPOLOGY, state)
+    assert "cannot remove partitions" in result.refusals["p.high"]
+    assert "replication factor 3" in result.refusals["p.high"]
+    assert result.differs("p.high") and not result.differs("p.dlq")
+
+
+def test_config_drift_is_set_back_to_the_file() -> None:
+    state = matching_state() | {"p.dlq": TopicState("p.dlq", 1, 1, {"cleanup.policy": "compact"})}
+    result = plan(TOPOLOGY, state)
+    assert result.set_configs == {"p.dlq": ({"cleanup.policy": "compact"}, {})}
+    assert result.describe() == ["set configs of p.dlq: cleanup.policy: compact → (default)"]
