@@ -82,11 +82,25 @@ async def create_topics(client: AIOKafkaAdminClient, topics: list[NewTopic]) -> 
     response = await client.create_topics(topics)
     for name, code, *rest in response.topic_errors:
         _raise_for_code(code, f"create topic {name}", rest[0] if rest else None)
+    await _wait_for_partitions(client, {t.name: t.num_partitions for t in topics})
 
 
 async def add_partitions(client: AIOKafkaAdminClient, counts: dict[str, int]) -> None:
     """Raise each topic's partition count to the given total (aiokafka raises on error codes)."""
     await client.create_partitions({name: NewPartitions(total) for name, total in counts.items()})
+    await _wait_for_partitions(client, counts)
+
+
+async def _wait_for_partitions(client: AIOKafkaAdminClient, counts: dict[str, int], within_s: float = 30.0) -> None:
+    """Return once metadata shows every topic with its partitions led: the controller's answer
+    comes before the brokers' metadata catches up, and a client started at once would miss them."""
+    async with asyncio.timeout(within_s):
+        while True:
+            metadata = await client.describe_topics(sorted(counts))
+            led = {t["topic"]: sum(p["leader"] >= 0 for p in t["partitions"]) for t in metadata if not t["error_code"]}
+            if all(led.get(name, 0) >= count for name, count in counts.items()):
+                return
+            await asyncio.sleep(0.1)
 
 
 async def set_topic_configs(client: AIOKafkaAdminClient, configs: dict[str, dict[str, str]]) -> None:

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from streamproc.errors import StreamprocError
 
@@ -170,8 +171,11 @@ class Topology(_Strict):
         return [spec for spec in self.topics() if spec.partitions > 0]
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
+def _describe(error: ErrorDetails) -> str:
+    """`field.path: message`; a cross-field check already names its field in the message."""
+    message = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
+    path = ".".join(str(part) for part in error["loc"])
+    return f"{path}: {message}" if path else message
 
 
 def load_topology(path: str | os.PathLike[str] | None = None) -> Topology:
@@ -188,5 +192,5 @@ def load_topology(path: str | os.PathLike[str] | None = None) -> Topology:
     try:
         return Topology.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{_field_path(e['loc'])}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(_describe(error) for error in exc.errors())
         raise StreamprocError(f"{file}: {problems}") from None

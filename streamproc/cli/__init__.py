@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from rich.console import Console
 
 from streamproc.cli import broker, demo, topics
@@ -29,6 +30,8 @@ _debug = False
 def _options(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
     global _debug
     _debug = debug
+    # aiokafka logs every failed connection attempt; a command reports the failure itself, once.
+    logging.getLogger("aiokafka").setLevel(logging.DEBUG if debug else logging.CRITICAL)
 
 
 def main() -> None:
@@ -38,5 +41,8 @@ def main() -> None:
     except (StreamprocError, KafkaError, OSError) as exc:
         if _debug:
             raise
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        message = str(exc)
+        if isinstance(exc, KafkaConnectionError):
+            message = f"cannot reach Kafka ({exc}): run `streamproc broker start` or set STREAMPROC_BOOTSTRAP_SERVERS"
+        Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
         sys.exit(1)

@@ -5,12 +5,12 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 from streamproc.admin import broker_answers
 from streamproc.localbroker import LocalBroker
 from streamproc.settings import KafkaSettings
+from tests.helpers import run_cli
 
 
 def free_port_pair() -> int:
@@ -29,13 +29,8 @@ def free_port_pair() -> int:
     raise RuntimeError("no free port pair")
 
 
-def cli(*args: str, port: int, path: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {"STREAMPROC_BROKER_PORT": str(port), "COLUMNS": "200"}
-    if path is not None:
-        env["PATH"] = path
-    return subprocess.run(
-        [sys.executable, "-m", "streamproc", *args], env=env, capture_output=True, text=True, timeout=180, check=False
-    )
+def cli(*args: str, port: int, **env: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, STREAMPROC_BROKER_PORT=str(port), **env)
 
 
 def broker_processes(config: Path) -> list[int]:
@@ -72,7 +67,7 @@ def test_start_twice_stop_and_warm_start_without_maven(kafka_settings: KafkaSett
         java = shutil.which("java")
         assert java is not None
         (java_only / "java").symlink_to(os.path.realpath(java))
-        warm = cli("broker", "start", port=port, path=str(java_only))
+        warm = cli("broker", "start", port=port, PATH=str(java_only))
         assert warm.returncode == 0, warm.stderr
         assert "broker started" in warm.stdout
     finally:
@@ -83,7 +78,7 @@ def test_start_twice_stop_and_warm_start_without_maven(kafka_settings: KafkaSett
 
 
 def test_missing_java_is_one_clear_line(tmp_path: Path) -> None:
-    result = cli("broker", "start", port=free_port_pair(), path=str(tmp_path))
+    result = cli("broker", "start", port=free_port_pair(), PATH=str(tmp_path))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "error: `java` is not on PATH: install a JDK 17 or newer (e.g. `apt-get install openjdk-17-jdk-headless`)"

@@ -11,6 +11,7 @@ from streamproc.cli import app
 from streamproc.errors import StreamprocError
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
+from tests.helpers import run_cli
 
 
 async def cluster(settings: KafkaSettings, topology: Topology) -> dict[str, admin.TopicState]:
@@ -91,3 +92,20 @@ def test_cli_apply_and_list(bootstrap: str, topology: Topology, tmp_path: Path) 
     listing = runner.invoke(app, ["topics", "list", "--file", str(file)], env={"COLUMNS": "200"})
     assert listing.exit_code == 0, listing.output
     assert f"{topology.prefix}.retry.2s" in listing.output and "missing" not in listing.output
+
+
+def test_unreachable_broker_is_one_clear_line() -> None:
+    result = run_cli("topics", "list", STREAMPROC_BOOTSTRAP_SERVERS="127.0.0.1:1")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot reach Kafka"), result.stderr
+
+
+def test_bad_topics_file_is_one_line_naming_the_field(tmp_path: Path) -> None:
+    file = tmp_path / "topics.yaml"
+    file.write_text("routes:\n  - {topic: orders, task: t, priority: urgent}\n")
+    result = run_cli("topics", "apply", "--file", str(file))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: {file}: routes.0.priority: 'urgent' is not one of the priorities ['high', 'normal', 'low']"
+    ]
