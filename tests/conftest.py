@@ -37,9 +37,10 @@ def kafka_settings() -> Iterator[KafkaSettings]:
         yield KafkaSettings.from_env()
         return
     if _docker_answers():
-        from testcontainers.kafka import KafkaContainer
+        from testcontainers.community.kafka import KafkaContainer
 
-        with KafkaContainer().with_kraft() as container:
+        container = KafkaContainer().with_kraft().with_env("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
+        with container:
             yield KafkaSettings(bootstrap_servers=container.get_bootstrap_server())
         return
     broker = LocalBroker.from_env()
