@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, for_code
@@ -111,3 +112,25 @@ async def set_topic_configs(client: AIOKafkaAdminClient, configs: dict[str, dict
     for response in responses:
         for code, message, _type, name in response.resources:
             _raise_for_code(code, f"alter configs of {name}", message)
+
+
+async def end_offsets(settings: KafkaSettings, topics: list[str]) -> dict[TopicPartition, int]:
+    """The end offset (next offset to be written) of every partition of `topics`."""
+    async with admin_client(settings) as client:
+        metadata = await client.describe_topics(topics)
+    partitions = [TopicPartition(t["topic"], p["partition"]) for t in metadata for p in t["partitions"]]
+    if not partitions:
+        return {}
+    consumer = AIOKafkaConsumer(**settings.client_kwargs(), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return dict(await consumer.end_offsets(partitions))
+    finally:
+        await consumer.stop()
+
+
+async def committed_offsets(settings: KafkaSettings, group: str) -> dict[TopicPartition, int]:
+    """The offsets `group` has committed (partitions without a commit are absent)."""
+    async with admin_client(settings) as client:
+        offsets = await client.list_consumer_group_offsets(group)
+    return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}

@@ -9,7 +9,7 @@ import typer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from rich.console import Console
 
-from streamproc.cli import broker, demo, topics
+from streamproc.cli import broker, demo, submit, topics, worker
 from streamproc.errors import StreamprocError
 
 app = typer.Typer(
@@ -22,6 +22,8 @@ app = typer.Typer(
 app.add_typer(broker.app, name="broker")
 app.add_typer(topics.app, name="topics")
 app.command("demo")(demo.demo)
+app.command("worker")(worker.worker)
+app.command("submit")(submit.submit)
 
 _debug = False
 

@@ -1,36 +1,165 @@
-"""`streamproc demo`: the main job on a broker that is there (the named one, or the local one)."""
+"""`streamproc demo`: the main job, end to end, on a broker that is there.
+
+Starts (or finds) a broker, applies the topics, runs worker consumers of the example app in
+`handlers/`, submits a few thousand tasks across the priorities, shows live progress, and ends
+with a summary: tasks done per priority and outcome, throughput, and wait p50/p99.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
+import statistics
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
+from rich.live import Live
+from rich.table import Table
 
+from streamproc import provisioning
 from streamproc.admin import broker_answers
-from streamproc.cli import topics
+from streamproc.cli.options import TopicsFile
+from streamproc.envelope import Envelope
+from streamproc.execution import Outcome
+from streamproc.loading import load_app
 from streamproc.localbroker import LocalBroker
+from streamproc.logs import configure_logging
+from streamproc.producer import Producer
 from streamproc.settings import KafkaSettings
+from streamproc.topology import Topology, load_topology
+from streamproc.worker import Worker, WorkerConfig
 
 console = Console()
 
 
-def demo_broker() -> str:
+def demo_broker() -> KafkaSettings:
     """The broker `STREAMPROC_BOOTSTRAP_SERVERS` names if it answers, else the local broker, started."""
     named = os.environ.get("STREAMPROC_BOOTSTRAP_SERVERS")
     if named and asyncio.run(broker_answers(KafkaSettings.from_env())):
         console.print(f"using the broker at {named}")
-        return named
+        return KafkaSettings.from_env()
     broker = LocalBroker.from_env()
     with console.status("starting the local Kafka broker (the first start downloads its jars)…"):
         started = broker.start()
     console.print(f"local broker on {broker.bootstrap_servers} (pid {started.pid}); `streamproc broker stop` ends it")
-    return broker.bootstrap_servers
+    return KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
 
 
-def demo() -> None:
-    """Start or find a broker, apply topics/topics.yaml, and show the topics."""
-    bootstrap = demo_broker()
-    topics.apply(file=None, dry_run=False, bootstrap_servers=bootstrap)
-    topics.list_(file=None, bootstrap_servers=bootstrap)
-    console.print("next: the worker and task submission arrive with the core engine (issue 3)")
+class DemoStats:
+    """Task hooks that count this run's tasks by priority and outcome and keep their waits."""
+
+    def __init__(self) -> None:
+        self.expected: set[str] = set()
+        self.waits_ms: dict[str, list[float]] = defaultdict(list)
+        self.outcomes: Counter[tuple[str, str]] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.first_start: float | None = None
+        self.last_finish = 0.0
+
+    @property
+    def done(self) -> int:
+        return sum(self.outcomes.values())
+
+    def task_started(self, envelope: Envelope) -> None:
+        if envelope.task_id in self.expected:
+            self.first_start = self.first_start or time.monotonic()
+            self.waits_ms[envelope.priority].append(time.time() * 1000 - envelope.enqueued_at_ms)
+
+    def task_finished(self, envelope: Envelope, outcome: Outcome) -> None:
+        if envelope.task_id in self.expected:
+            self.outcomes[(envelope.priority, outcome.result.value)] += 1
+            if outcome.error_type:
+                self.errors[f"{envelope.task}: {outcome.error_type}"] += 1
+            self.last_finish = time.monotonic()
+
+    def table(self, priorities: list[str], total: int, final: bool = False) -> Table:
+        elapsed = (self.last_finish if final else time.monotonic()) - (self.first_start or time.monotonic())
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        title = f"{self.done}/{total} tasks done, {rate:,.0f} tasks/s"
+        table = Table("priority", "succeeded", "failed", "dead", "wait p50 ms", "wait p99 ms", title=title)
+        for priority in priorities:
+            waits = sorted(self.waits_ms[priority])
+            table.add_row(
+                priority,
+                *(str(self.outcomes[(priority, result)]) for result in ("succeeded", "failed", "dead")),
+                _percentile(waits, 50),
+                _percentile(waits, 99),
+            )
+        return table
+
+
+def _percentile(values: list[float], pct: int) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.0f}" if values else "-"
+    return f"{statistics.quantiles(values, n=100, method='inclusive')[pct - 1]:.0f}"
+
+
+def _workload(rng: random.Random, n: int, priorities: list[str]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """A task-queue mix, grouped by (priority, task): mostly e-mails and documents, some reports
+    and no-ops; each priority gets half as many tasks as the one below it."""
+    makers: dict[str, Callable[[int], dict[str, Any]]] = {
+        "send_email": lambda i: {"to": f"user{i}@example.com", "subject": f"hello #{i}"},
+        "process_document": lambda i: {"document_id": f"doc-{i}", "pages": rng.randint(1, 5)},
+        "generate_report": lambda i: {"report_id": f"r-{i}", "kind": rng.choice(["daily", "weekly"]), "rows": 50},
+        "noop": lambda i: {"n": i},
+    }
+    priority_weights = [2**rank for rank in range(len(priorities))]
+    work: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for i in range(n):
+        task = rng.choices(list(makers), weights=[4, 3, 1, 2])[0]
+        priority = rng.choices(priorities, weights=priority_weights)[0]
+        work[(priority, task)].append(makers[task](i))
+    return work
+
+
+async def _run_demo(settings: KafkaSettings, topology: Topology, tasks: int, workers: int, concurrency: int) -> None:
+    app = load_app("handlers.app:app")
+    await provisioning.apply(settings, topology)
+    stats = DemoStats()
+    config = WorkerConfig(group="streamproc-demo", concurrency=concurrency)
+    consumers = [Worker(app, settings, topology, config, hooks=[stats]) for _ in range(workers)]
+    runs = [asyncio.create_task(w.run()) for w in consumers]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(w.joined.wait() for w in consumers)), 60)
+        work = _workload(random.Random(42), tasks, topology.priorities)
+        with Live(stats.table(topology.priorities, tasks), console=console, refresh_per_second=4) as live:
+            async with Producer(settings, topology) as producer:
+                # Lowest priority first: the higher ones, submitted behind it, still start first.
+                lowest_first = sorted(work.items(), key=lambda item: -topology.priorities.index(item[0][0]))
+                for (priority, task), payloads in lowest_first:
+                    stats.expected.update(await producer.submit_many(task, payloads, priority=priority))
+                    live.update(stats.table(topology.priorities, tasks))
+            while stats.done < tasks:
+                live.update(stats.table(topology.priorities, tasks))
+                await asyncio.sleep(0.25)
+            live.update(stats.table(topology.priorities, tasks, final=True))
+    finally:
+        for w in consumers:
+            w.stop()
+        await asyncio.gather(*runs)
+    if stats.errors:
+        console.print("failures (retry tiers and the DLQ come with the failure path):")
+        for what, count in stats.errors.most_common():
+            console.print(f"  {count} x {what}")
+
+
+def demo(
+    tasks: Annotated[int, typer.Option("--tasks", min=1, help="Tasks to submit.")] = 3000,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker consumers in the group.")] = 2,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Tasks at once per worker.")] = 64,
+    file: TopicsFile = None,
+) -> None:
+    """Run the example app on a local (or named) broker and show throughput and waits."""
+    log_file = Path(".streamproc-demo.log")
+    with log_file.open("w") as log:
+        configure_logging(stream=log)
+        settings = demo_broker()
+        topology = load_topology(file)
+        asyncio.run(_run_demo(settings, topology, tasks, workers, concurrency))
+    console.print(f"worker logs: {log_file}")

@@ -3,30 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from streamproc import provisioning
+from streamproc.cli.options import BootstrapServers, TopicsFile
 from streamproc.settings import KafkaSettings
 from streamproc.topology import load_topology
 
 app = typer.Typer(help="Make the cluster's topics match the topics file.", no_args_is_help=True)
 console = Console()
 
-FileOption = typer.Option(
-    None, "--file", "-f", help="Topics file [env STREAMPROC_TOPICS_FILE, default topics/topics.yaml]"
-)
-BootstrapOption = typer.Option(None, "--bootstrap-servers", help="[env STREAMPROC_BOOTSTRAP_SERVERS]")
-
 
 @app.command()
 def apply(
-    file: Path | None = FileOption,
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and change nothing."),
-    bootstrap_servers: str | None = BootstrapOption,
+    file: TopicsFile = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing.")] = False,
+    bootstrap_servers: BootstrapServers = None,
 ) -> None:
     """Create missing topics, raise partition counts and set configs; refuse decreases."""
     topology = load_topology(file)
@@ -38,7 +34,7 @@ def apply(
 
 
 @app.command("list")
-def list_(file: Path | None = FileOption, bootstrap_servers: str | None = BootstrapOption) -> None:
+def list_(file: TopicsFile = None, bootstrap_servers: BootstrapServers = None) -> None:
     """Show each declared topic with its role and what the cluster has."""
     topology = load_topology(file)
     existing, plan = asyncio.run(provisioning.cluster_state(KafkaSettings.from_env(bootstrap_servers), topology))

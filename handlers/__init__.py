@@ -1,0 +1,1 @@
+"""Example handlers: `streamproc worker --app handlers.app:app`."""

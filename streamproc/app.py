@@ -1,0 +1,139 @@
+"""`App` and `@app.task`: handlers registered by name, with their payload model and limits.
+
+The payload type comes from the handler's first parameter annotation (a pydantic model or
+`dict`); a second parameter receives a `TaskContext`. The decorator returns a `Task`, which is
+still callable like the function and can be passed to `Producer.submit` for client-side
+validation.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, ParamSpec, TypeVar, get_type_hints
+
+from pydantic import BaseModel, ValidationError
+
+from streamproc.errors import PoisonRecord, StreamprocError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_TIMEOUT_S = 300.0
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
+_PER_SECOND = {"s": 1.0, "m": 1 / 60, "h": 1 / 3600}
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `per_second` task starts a second, e.g. `RateLimit.parse("50/s")`."""
+
+    per_second: float
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit:
+        match = _RATE.match(text)
+        if not match or float(match.group(1)) <= 0:
+            raise StreamprocError(f"rate_limit {text!r} is not like '50/s', '100/m' or '10/h'")
+        return cls(float(match.group(1)) * _PER_SECOND[match.group(2)])
+
+
+def _validation_summary(error: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in error.errors())
+
+
+class Task(Generic[P, R]):
+    """A registered handler and everything the worker needs to run it."""
+
+    def __init__(
+        self,
+        name: str,
+        fn: Callable[P, R],
+        timeout: float = DEFAULT_TIMEOUT_S,
+        max_retries: int | None = None,
+        rate_limit: str | None = None,
+    ) -> None:
+        self.name = name
+        self.fn = fn
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.rate_limit = RateLimit.parse(rate_limit) if rate_limit else None
+        self.is_async = inspect.iscoroutinefunction(fn)
+        params = list(inspect.signature(fn).parameters.values())
+        if not 1 <= len(params) <= 2:
+            raise StreamprocError(f"task {name!r}: a handler takes (payload) or (payload, ctx: TaskContext)")
+        self.wants_context = len(params) == 2
+        annotation = get_type_hints(fn).get(params[0].name, dict)
+        if annotation is dict or getattr(annotation, "__origin__", None) is dict:
+            self.model: type[BaseModel] | None = None
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            self.model = annotation
+        else:
+            raise StreamprocError(f"task {name!r}: the payload annotation must be a pydantic model or dict")
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Task({self.name!r})"
+
+    def decode(self, value: bytes | None) -> BaseModel | dict[str, Any]:
+        """The payload of a record's value; `PoisonRecord` for a value no attempt can accept."""
+        if value is None:
+            raise PoisonRecord("undecodable", "the record has no value")
+        if self.model is not None:
+            try:
+                return self.model.model_validate_json(value)
+            except ValidationError as exc:
+                if any(e["type"] == "json_invalid" for e in exc.errors()):
+                    raise PoisonRecord("undecodable", f"value is not JSON: {_validation_summary(exc)}") from None
+                raise PoisonRecord("invalid_payload", _validation_summary(exc)) from None
+        try:
+            payload = json.loads(value)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise PoisonRecord("undecodable", f"value is not UTF-8 JSON: {exc}") from None
+        if not isinstance(payload, dict):
+            raise PoisonRecord("invalid_payload", f"payload must be a JSON object, got {type(payload).__name__}")
+        return payload
+
+    def encode(self, payload: BaseModel | Mapping[str, Any]) -> bytes:
+        """JSON bytes of a payload, validated against the handler's model before anything is sent."""
+        if self.model is None:
+            if isinstance(payload, BaseModel):
+                return payload.model_dump_json().encode()
+            return json.dumps(dict(payload), separators=(",", ":")).encode()
+        try:
+            model = payload if isinstance(payload, self.model) else self.model.model_validate(payload)
+        except ValidationError as exc:
+            raise StreamprocError(f"invalid payload for task {self.name!r}: {_validation_summary(exc)}") from None
+        return model.model_dump_json().encode()
+
+
+class App:
+    """The registry of tasks a worker runs: `streamproc worker --app module:app`."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, Task[Any, Any]] = {}
+
+    def task(
+        self,
+        name: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        max_retries: int | None = None,
+        rate_limit: str | None = None,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]:
+        """Register the decorated function as the handler of `name` (default: the function's name)."""
+
+        def register(fn: Callable[P, R]) -> Task[P, R]:
+            task_name = name or fn.__name__
+            if task_name in self.tasks:
+                raise StreamprocError(f"task {task_name!r} is registered twice")
+            task = Task(task_name, fn, timeout=timeout, max_retries=max_retries, rate_limit=rate_limit)
+            self.tasks[task_name] = task
+            return task
+
+        return register

@@ -1,0 +1,53 @@
+"""`streamproc worker`: one worker process (one consumer in the group) until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Annotated
+
+import typer
+
+from streamproc.cli.options import BootstrapServers, TopicsFile
+from streamproc.loading import load_app
+from streamproc.logs import configure_logging
+from streamproc.scheduling import Ordering
+from streamproc.settings import KafkaSettings
+from streamproc.topology import load_topology
+from streamproc.worker import Worker, WorkerConfig
+
+_DEFAULTS = WorkerConfig()
+
+
+def worker(
+    app: Annotated[str, typer.Option("--app", help="The App to run, as MODULE:ATTR (e.g. handlers.app:app).")],
+    group: Annotated[str, typer.Option("--group", envvar="STREAMPROC_GROUP", help="Consumer group.")] = _DEFAULTS.group,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", envvar="STREAMPROC_CONCURRENCY", min=1, help="Tasks run at once.")
+    ] = _DEFAULTS.concurrency,
+    prefetch: Annotated[
+        int, typer.Option("--prefetch", min=1, help="Records buffered per partition before it is paused.")
+    ] = _DEFAULTS.prefetch,
+    ordering: Annotated[Ordering, typer.Option("--ordering", help="Which tasks never overlap.")] = _DEFAULTS.ordering,
+    shutdown_timeout: Annotated[
+        float, typer.Option("--shutdown-timeout", min=0, help="Seconds running tasks get to finish on stop.")
+    ] = _DEFAULTS.shutdown_timeout,
+    file: TopicsFile = None,
+    bootstrap_servers: BootstrapServers = None,
+) -> None:
+    """Run tasks from the intake topics and routes until SIGTERM or SIGINT, then drain and exit 0."""
+    configure_logging()
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    config = WorkerConfig(
+        group=group, concurrency=concurrency, prefetch=prefetch, ordering=ordering, shutdown_timeout=shutdown_timeout
+    )
+    runner = Worker(load_app(app), KafkaSettings.from_env(bootstrap_servers), load_topology(file), config)
+    asyncio.run(_serve(runner))
+
+
+async def _serve(runner: Worker) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, runner.stop)
+    await runner.run()

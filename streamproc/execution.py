@@ -1,0 +1,111 @@
+"""Run one task: find its handler, decode its payload, call it within its timeout.
+
+Every way a task can end becomes an `Outcome`, never an exception, so one bad record cannot
+stop the worker: a poison record (no or unknown task name, a value that is not JSON or does not
+fit the model) and a `PermanentError` are dead on arrival; any other exception, a timeout
+included, is a retryable failure. Sync handlers run in a bounded thread pool so they never
+block the event loop, whose heartbeats keep the worker in its group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import partial
+from typing import Any
+
+import structlog
+
+from streamproc.app import App, Task
+from streamproc.context import TaskContext
+from streamproc.envelope import Envelope
+from streamproc.errors import PermanentError, PoisonRecord
+
+log = structlog.get_logger("streamproc.task")
+
+
+class Result(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # retryable
+    DEAD = "dead"  # straight to the DLQ
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    result: Result
+    duration_s: float
+    error: BaseException | None = None
+    reason: str | None = None  # the DLQ reason of a dead task
+
+    @property
+    def error_type(self) -> str | None:
+        return type(self.error).__name__ if self.error is not None else None
+
+
+class TaskTimeout(TimeoutError):
+    """The handler ran longer than its task's timeout."""
+
+
+class Executor:
+    """Runs tasks of one `App`; sync handlers share a pool of `threads` threads."""
+
+    def __init__(self, app: App, threads: int) -> None:
+        self._tasks = app.tasks
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="streamproc-sync")
+
+    def task_for(self, envelope: Envelope) -> Task[Any, Any]:
+        if envelope.task is None:
+            raise PoisonRecord("missing_task", "the record has no task header and its topic has no route")
+        task = self._tasks.get(envelope.task)
+        if task is None:
+            raise PoisonRecord("unknown_task", f"no handler is registered for task {envelope.task!r}")
+        return task
+
+    async def run(self, envelope: Envelope) -> Outcome:
+        begin = time.perf_counter()
+        try:
+            task = self.task_for(envelope)
+            args: tuple[Any, ...] = (task.decode(envelope.value),)
+            if task.wants_context:
+                args += (self._context(task, envelope),)
+            deadline = asyncio.timeout(task.timeout)
+            try:
+                async with deadline:
+                    if task.is_async:
+                        await task.fn(*args)
+                    else:
+                        await asyncio.get_running_loop().run_in_executor(self._pool, partial(task.fn, *args))
+            except TimeoutError as exc:
+                if not deadline.expired():
+                    raise  # the handler's own timeout, not ours
+                raise TaskTimeout(f"task {task.name!r} ran longer than its timeout of {task.timeout:g}s") from exc
+        except PoisonRecord as exc:
+            return Outcome(Result.DEAD, time.perf_counter() - begin, exc, exc.reason)
+        except PermanentError as exc:
+            return Outcome(Result.DEAD, time.perf_counter() - begin, exc, "permanent_error")
+        except Exception as exc:
+            return Outcome(Result.FAILED, time.perf_counter() - begin, exc)
+        return Outcome(Result.SUCCEEDED, time.perf_counter() - begin)
+
+    @staticmethod
+    def _context(task: Task[Any, Any], envelope: Envelope) -> TaskContext:
+        return TaskContext(
+            task=task.name,
+            task_id=envelope.task_id,
+            attempt=envelope.attempt,
+            priority=envelope.priority,
+            topic=envelope.topic,
+            partition=envelope.partition,
+            offset=envelope.offset,
+            key=envelope.key,
+            headers=envelope.headers,
+            enqueued_at=envelope.enqueued_at_ms,
+            log=log.bind(task=task.name, task_id=envelope.task_id, attempt=envelope.attempt),
+        )
+
+    def close(self) -> None:
+        """Let running sync handlers finish in the background; start no more."""
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,99 @@
+from streamproc.scheduling import Job, Ordering, Scheduler
+
+HIGH, NORMAL, LOW = 0, 1, 2
+
+
+def job(topic: str, partition: int, offset: int, rank: int, key: bytes | None, ordering: Ordering) -> Job[str]:
+    return Job(
+        (topic, partition), offset, rank, ordering.lane((topic, partition), key), f"{topic}-{partition}-{offset}"
+    )
+
+
+def drain(scheduler: Scheduler[str]) -> list[str]:
+    started = []
+    while (j := scheduler.pop()) is not None:
+        started.append(j.item)
+        scheduler.done(j)
+    return started
+
+
+def test_highest_priority_starts_first_oldest_first_within_a_priority() -> None:
+    s: Scheduler[str] = Scheduler(ranks=3)
+    for o in range(3):
+        s.add(job("low", 0, o, LOW, None, Ordering.UNORDERED))
+    s.add(job("high", 0, 0, HIGH, None, Ordering.UNORDERED))
+    s.add(job("normal", 0, 0, NORMAL, None, Ordering.UNORDERED))
+    s.add(job("high", 1, 5, HIGH, None, Ordering.UNORDERED))
+    assert drain(s) == ["high-0-0", "high-1-5", "normal-0-0", "low-0-0", "low-0-1", "low-0-2"]
+
+
+def test_key_ordering_runs_one_task_of_a_key_at_a_time_in_offset_order() -> None:
+    s: Scheduler[str] = Scheduler(ranks=1)
+    for o, key in enumerate([b"a", b"a", b"b", b"a"]):
+        s.add(job("t", 0, o, 0, key, Ordering.KEY))
+    first, second = s.pop(), s.pop()
+    assert first is not None and second is not None
+    assert (first.item, second.item) == ("t-0-0", "t-0-2")  # a and b run concurrently
+    assert s.pop() is None  # the next "a" waits for the running one
+    s.done(first)
+    nxt = s.pop()
+    assert nxt is not None and nxt.item == "t-0-1"
+    s.done(nxt)
+    s.done(second)
+    assert drain(s) == ["t-0-3"]
+
+
+def test_records_without_key_are_not_serialised_in_key_ordering() -> None:
+    s: Scheduler[str] = Scheduler(ranks=1)
+    for o in range(3):
+        s.add(job("t", 0, o, 0, None, Ordering.KEY))
+    assert [s.pop() is not None for _ in range(3)] == [True, True, True]
+
+
+def test_partition_ordering_runs_one_task_per_partition() -> None:
+    s: Scheduler[str] = Scheduler(ranks=1)
+    for o in range(2):
+        s.add(job("t", 0, o, 0, bytes([o]), Ordering.PARTITION))
+        s.add(job("t", 1, o, 0, bytes([o]), Ordering.PARTITION))
+    a, b = s.pop(), s.pop()
+    assert a is not None and b is not None and {a.partition, b.partition} == {("t", 0), ("t", 1)}
+    assert s.pop() is None
+
+
+def test_a_lane_keeps_offset_order_over_priority() -> None:
+    s: Scheduler[str] = Scheduler(ranks=2)
+    s.add(job("t", 0, 0, 1, b"k", Ordering.KEY))
+    s.add(job("t", 0, 1, 0, b"k", Ordering.KEY))
+    assert drain(s) == ["t-0-0", "t-0-1"]
+
+
+def test_buffered_counts_added_not_started_jobs_per_partition() -> None:
+    s: Scheduler[str] = Scheduler(ranks=1)
+    for o in range(4):
+        s.add(job("t", 0, o, 0, None, Ordering.UNORDERED))
+    s.add(job("t", 1, 0, 0, None, Ordering.UNORDERED))
+    assert s.buffered(("t", 0)) == 4
+    s.pop()
+    assert s.buffered(("t", 0)) == 3 and s.buffered(("t", 1)) == 1
+
+
+def test_drop_forgets_buffered_jobs_and_hands_lanes_on() -> None:
+    s: Scheduler[str] = Scheduler(ranks=1)
+    s.add(job("t", 0, 0, 0, b"k", Ordering.KEY))  # lane holder, buffered
+    s.add(job("t", 1, 0, 0, b"k", Ordering.KEY))  # same key, other partition, waiting behind it
+    s.add(job("t", 0, 1, 0, b"x", Ordering.KEY))
+    assert s.drop([("t", 0)]) == 2
+    assert s.buffered(("t", 0)) == 0
+    assert drain(s) == ["t-1-0"]
+
+
+def test_drop_keeps_a_running_lane_holder_until_it_is_done() -> None:
+    s: Scheduler[str] = Scheduler(ranks=1)
+    s.add(job("t", 0, 0, 0, b"k", Ordering.KEY))
+    running = s.pop()
+    assert running is not None
+    s.add(job("t", 1, 0, 0, b"k", Ordering.KEY))
+    s.drop([("t", 0)])
+    assert s.pop() is None  # the key is still busy
+    s.done(running)
+    assert drain(s) == ["t-1-0"]
