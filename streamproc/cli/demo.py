@@ -162,4 +162,4 @@ def demo(
         settings = demo_broker()
         topology = load_topology(file)
         asyncio.run(_run_demo(settings, topology, tasks, workers, concurrency))
-    console.print(f"worker logs: {log_file}")
+    console.print(f"\nworker logs: {log_file}")
