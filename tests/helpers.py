@@ -3,6 +3,13 @@
 import os
 import subprocess
 import sys
+import time
+import uuid
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from streamproc.settings import KafkaSettings
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -15,3 +22,26 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         timeout=180,
         check=False,
     )
+
+
+async def read_records(settings: KafkaSettings, topic: str, expected: int, within_s: float = 30.0) -> list[Any]:
+    """Exactly `expected` records of `topic`, from the beginning; fails if they do not all come."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        **settings.client_kwargs(),
+        group_id=f"reader-{uuid.uuid4().hex}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        deadline = time.monotonic() + within_s
+        while len(records) < expected:
+            assert time.monotonic() < deadline, f"{len(records)} of {expected} records on {topic} within {within_s}s"
+            for batch in (await consumer.getmany(timeout_ms=1000)).values():
+                records += batch
+    finally:
+        await consumer.stop()
+    assert len(records) == expected
+    return records

@@ -11,14 +11,13 @@ from typing import Any
 
 import pytest
 import yaml
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import BaseModel
 
-from streamproc import App, Producer, provisioning
+from streamproc import App, Producer, admin, provisioning
 from streamproc.errors import StreamprocError
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
-from tests.helpers import run_cli
+from tests.helpers import read_records, run_cli
 
 
 class Charge(BaseModel):
@@ -46,40 +45,9 @@ async def producer(kafka_settings: KafkaSettings, applied: Topology) -> AsyncIte
         yield started
 
 
-async def read(settings: KafkaSettings, topic: str, expected: int, within_s: float = 30.0) -> list[Any]:
-    """Exactly `expected` records of `topic`, from the beginning; fails if they do not all come."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        **settings.client_kwargs(),
-        group_id=f"reader-{uuid.uuid4().hex}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        deadline = time.monotonic() + within_s
-        while len(records) < expected:
-            assert time.monotonic() < deadline, f"{len(records)} of {expected} records on {topic} within {within_s}s"
-            batches = await consumer.getmany(timeout_ms=1000)
-            for batch in batches.values():
-                records += batch
-    finally:
-        await consumer.stop()
-    assert len(records) == expected
-    return records
-
-
 async def total_records(settings: KafkaSettings, topology: Topology, priority: str = "normal") -> int:
     """The sum of an intake topic's end offsets: 0 when nothing was ever produced to it."""
-    topic = topology.intake_topic(priority)
-    consumer = AIOKafkaConsumer(**settings.client_kwargs(), enable_auto_commit=False)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(topology.intake.partitions)])
-    finally:
-        await consumer.stop()
-    return int(sum(ends.values()))
+    return sum((await admin.end_offsets(settings, [topology.intake_topic(priority)])).values())
 
 
 def headers_of(record: Any) -> dict[str, str]:
@@ -95,7 +63,7 @@ async def test_submit_writes_the_spec_record(kafka_settings: KafkaSettings, prod
     after_ms = time.time() * 1000
     assert uuid.UUID(task_id).version == 4
 
-    [record] = await read(kafka_settings, producer.topology.intake_topic("high"), 1)
+    [record] = await read_records(kafka_settings, producer.topology.intake_topic("high"), 1)
     headers = headers_of(record)
     assert set(headers) == {"task", "task-id", "enqueued-at", "attempt", "priority", "traceparent"}
     assert headers["task"] == "send_email"
@@ -112,7 +80,7 @@ async def test_default_priority_is_normal_and_no_traceparent_means_no_header(
     kafka_settings: KafkaSettings, producer: Producer
 ) -> None:
     task_id = await producer.submit("noop", {}, key=b"raw-bytes")
-    [record] = await read(kafka_settings, producer.topology.intake_topic("normal"), 1)
+    [record] = await read_records(kafka_settings, producer.topology.intake_topic("normal"), 1)
     headers = headers_of(record)
     assert headers["task-id"] == task_id
     assert headers["priority"] == "normal"
@@ -128,7 +96,7 @@ async def test_without_a_normal_priority_the_default_is_the_lowest(
     await provisioning.apply(kafka_settings, four)
     async with Producer(kafka_settings, four) as producer:
         await producer.submit("noop", {"n": 1})
-    [record] = await read(kafka_settings, four.intake_topic("bulk"), 1)
+    [record] = await read_records(kafka_settings, four.intake_topic("bulk"), 1)
     assert headers_of(record)["priority"] == "bulk"
 
 
@@ -141,7 +109,7 @@ async def test_submit_with_a_task_validates_before_sending(kafka_settings: Kafka
     assert await total_records(kafka_settings, producer.topology) == 0
 
     task_id = await producer.submit(charge, Charge(order_id="o-3", cents=250))
-    [record] = await read(kafka_settings, topic, 1)
+    [record] = await read_records(kafka_settings, topic, 1)
     assert headers_of(record)["task"] == "charge"
     assert headers_of(record)["task-id"] == task_id
     assert json.loads(record.value) == {"order_id": "o-3", "cents": 250}
@@ -194,7 +162,7 @@ async def test_submit_before_start_is_a_clear_error(kafka_settings: KafkaSetting
 async def test_submit_many_sends_every_task(kafka_settings: KafkaSettings, producer: Producer) -> None:
     ids = await producer.submit_many("noop", [{"n": i} for i in range(500)], priority="low", key="batch")
     assert len(ids) == len(set(ids)) == 500
-    records = await read(kafka_settings, producer.topology.intake_topic("low"), 500)
+    records = await read_records(kafka_settings, producer.topology.intake_topic("low"), 500)
     assert {headers_of(r)["task-id"] for r in records} == set(ids)
     # One key, one partition: the batch keeps its order there.
     assert [json.loads(r.value)["n"] for r in records] == list(range(500))
@@ -225,7 +193,7 @@ async def test_cli_submit_count(kafka_settings: KafkaSettings, applied: Topology
     result = run_cli("submit", "noop", "--json", '{"n": 7}', "--priority", "high", "--count", "3", **topics_env)
     assert result.returncode == 0, result.stderr
     assert f"submitted 3 tasks to {applied.intake_topic('high')}" in result.stdout
-    records = await read(kafka_settings, applied.intake_topic("high"), 3)
+    records = await read_records(kafka_settings, applied.intake_topic("high"), 3)
     assert all(json.loads(r.value) == {"n": 7} and headers_of(r)["task"] == "noop" for r in records)
     assert len({headers_of(r)["task-id"] for r in records}) == 3
 
@@ -238,7 +206,7 @@ async def test_cli_submit_one_prints_its_id(
         "submit", "send_email", "--json", payload, "--app", "handlers.app:app", "--key", "k1", **topics_env
     )
     assert result.returncode == 0, result.stderr
-    [record] = await read(kafka_settings, applied.intake_topic("normal"), 1)
+    [record] = await read_records(kafka_settings, applied.intake_topic("normal"), 1)
     assert result.stdout.strip() == headers_of(record)["task-id"]
     assert record.key == b"k1"
     assert json.loads(record.value) == {"to": "a@b.c", "subject": "hi", "body": ""}
