@@ -99,6 +99,7 @@ class TopicSpec:
     configs: Configs
     priority: str | None = None
     delay_ms: int | None = None
+    task: str | None = None  # a route's task name
 
 
 class Topology(_Strict):
@@ -147,7 +148,9 @@ class Topology(_Strict):
             for p in self.priorities
         ]
         specs += [
-            TopicSpec(r.topic, "route", r.partitions or 0, r.replication_factor, r.configs, priority=r.priority)
+            TopicSpec(
+                r.topic, "route", r.partitions or 0, r.replication_factor, r.configs, priority=r.priority, task=r.task
+            )
             for r in self.routes
         ]
         specs += [

@@ -93,8 +93,8 @@ class Worker:
         self._hooks = tuple(hooks)
         self._scheduler: Scheduler[Envelope] = Scheduler(ranks=len(topology.priorities) + 1)
         self._ranks = {name: rank for rank, name in enumerate(topology.priorities)}
-        self._intake = {
-            spec.name: (spec.priority or "", self._route_task(topology, spec.name))
+        self._intake = {  # topic → (its priority, its route's task)
+            spec.name: (spec.priority or "", spec.task)
             for spec in topology.topics()
             if spec.role in ("intake", "route")
         }
@@ -106,10 +106,6 @@ class Worker:
         self._joined = asyncio.Event()
         self._in_flight = 0
         self._consumer: AIOKafkaConsumer | None = None
-
-    @staticmethod
-    def _route_task(topology: Topology, topic: str) -> str | None:
-        return next((route.task for route in topology.routes if route.topic == topic), None)
 
     @property
     def topics(self) -> list[str]:
@@ -133,7 +129,6 @@ class Worker:
     def stop(self) -> None:
         """Begin a graceful shutdown (safe to call from a signal handler on the loop)."""
         self._stopping.set()
-        self._wake.set()
 
     async def run(self) -> None:
         """Consume until `stop()`, then drain, commit and leave the group."""
@@ -224,20 +219,18 @@ class Worker:
         self._in_flight += 1
         for hook in self._hooks:
             hook.task_started(job.item)
-        running = asyncio.create_task(self._run(tp, job))
+        running = asyncio.create_task(self._run(job, self._offsets[tp]))
         self._running.setdefault(tp, set()).add(running)
         running.add_done_callback(self._running[tp].discard)
 
     # run → route outcome
 
-    async def _run(self, tp: TopicPartition, job: Job[Envelope]) -> None:
+    async def _run(self, job: Job[Envelope], offsets: PartitionOffsets) -> None:
         envelope = job.item
         try:
             outcome = await self._executor.run(envelope)
             await self._router.route(envelope, outcome)
-            offsets = self._offsets.get(tp)
-            if offsets is not None:
-                offsets.finished(envelope.offset)
+            offsets.finished(envelope.offset)
             for hook in self._hooks:
                 hook.task_finished(envelope, outcome)
         finally:
@@ -252,15 +245,14 @@ class Worker:
             await asyncio.sleep(self.config.commit_interval)
             await self._commit(self._offsets)
 
-    async def _commit(self, partitions: Iterable[TopicPartition]) -> None:
+    async def _commit(self, trackers: dict[TopicPartition, PartitionOffsets]) -> None:
         consumer = self._consumer
         if consumer is None:
             return
-        assigned = consumer.assignment()
+        assigned = consumer.assignment()  # read right before the commit (KAFKA-NOTES "Commits")
         offsets: dict[TopicPartition, int] = {}
-        for tp in partitions:
-            tracker = self._offsets.get(tp)
-            offset = tracker.to_commit() if tracker is not None and tp in assigned else None
+        for tp, tracker in trackers.items():
+            offset = tracker.to_commit() if tp in assigned else None
             if offset is not None:
                 offsets[tp] = offset
         if not offsets:
@@ -272,8 +264,7 @@ class Worker:
             log.warning("commit failed", error=str(exc), partitions=len(offsets))
             return
         for tp, offset in offsets.items():
-            if (tracker := self._offsets.get(tp)) is not None:
-                tracker.committed(offset)
+            trackers[tp].committed(offset)
 
     # rebalance and shutdown
 
@@ -286,10 +277,12 @@ class Worker:
     async def _release(self, partitions: set[TopicPartition]) -> None:
         """Stop starting tasks of `partitions`, drop their buffers, wait for their running tasks
         (at most the shutdown timeout; later ones are cancelled, unfinished), commit, forget them."""
-        if not partitions:
+        # Forgotten at once, so records of these partitions still arriving from a fetch are ignored.
+        released = {tp: self._offsets.pop(tp) for tp in partitions if tp in self._offsets}
+        if not released:
             return
-        dropped = self._scheduler.drop((tp.topic, tp.partition) for tp in partitions)
-        running = set().union(*(self._running.get(tp, set()) for tp in partitions))
+        dropped = self._scheduler.drop((tp.topic, tp.partition) for tp in released)
+        running = set().union(*(self._running.pop(tp, set()) for tp in released))
         if running:
             _, late = await asyncio.wait(running, timeout=self.config.shutdown_timeout)
             if late:
@@ -298,10 +291,7 @@ class Worker:
                     task.cancel()
                 await asyncio.wait(late)
         try:
-            await self._commit(partitions)
+            await self._commit(released)
         except KafkaError as exc:
             log.warning("commit on release failed", error=str(exc))
-        for tp in partitions:
-            self._offsets.pop(tp, None)
-            self._running.pop(tp, None)
-        log.info("partitions released", partitions=len(partitions), dropped=dropped, waited=len(running))
+        log.info("partitions released", partitions=len(released), dropped=dropped, waited=len(running))
