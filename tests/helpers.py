@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -12,10 +13,11 @@ from aiokafka import AIOKafkaConsumer
 from streamproc.settings import KafkaSettings
 
 
-def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     """Run `streamproc ARGS` in a child process, as a user would, with extra environment variables."""
     return subprocess.run(
         [sys.executable, "-m", "streamproc", *args],
+        cwd=cwd,
         env=os.environ | {"COLUMNS": "200"} | env,
         capture_output=True,
         text=True,

@@ -26,6 +26,7 @@ from streamproc import provisioning
 from streamproc.admin import broker_answers
 from streamproc.cli.options import TopicsFile
 from streamproc.envelope import Envelope
+from streamproc.errors import StreamprocError
 from streamproc.execution import Outcome
 from streamproc.loading import load_app
 from streamproc.localbroker import LocalBroker
@@ -36,6 +37,7 @@ from streamproc.topology import Topology, load_topology
 from streamproc.worker import Worker, WorkerConfig
 
 console = Console()
+STALL_S = 60.0
 
 
 def demo_broker() -> KafkaSettings:
@@ -52,10 +54,11 @@ def demo_broker() -> KafkaSettings:
 
 
 class DemoStats:
-    """Task hooks that count this run's tasks by priority and outcome and keep their waits."""
+    """Task hooks that count this run's tasks (enqueued since it began; a backlog left by an
+    earlier run is processed too, but not counted) by priority and outcome, and keep their waits."""
 
     def __init__(self) -> None:
-        self.expected: set[str] = set()
+        self.since_ms = time.time() * 1000
         self.waits_ms: dict[str, list[float]] = defaultdict(list)
         self.outcomes: Counter[tuple[str, str]] = Counter()
         self.errors: Counter[str] = Counter()
@@ -67,12 +70,12 @@ class DemoStats:
         return sum(self.outcomes.values())
 
     def task_started(self, envelope: Envelope) -> None:
-        if envelope.task_id in self.expected:
+        if envelope.enqueued_at_ms >= self.since_ms:
             self.first_start = self.first_start or time.monotonic()
             self.waits_ms[envelope.priority].append(time.time() * 1000 - envelope.enqueued_at_ms)
 
     def task_finished(self, envelope: Envelope, outcome: Outcome) -> None:
-        if envelope.task_id in self.expected:
+        if envelope.enqueued_at_ms >= self.since_ms:
             self.outcomes[(envelope.priority, outcome.result.value)] += 1
             if outcome.error_type:
                 self.errors[f"{envelope.task}: {outcome.error_type}"] += 1
@@ -133,11 +136,16 @@ async def _run_demo(settings: KafkaSettings, topology: Topology, tasks: int, wor
                 # Lowest priority first: the higher ones, submitted behind it, still start first.
                 lowest_first = sorted(work.items(), key=lambda item: -topology.priorities.index(item[0][0]))
                 for (priority, task), payloads in lowest_first:
-                    stats.expected.update(await producer.submit_many(task, payloads, priority=priority))
+                    await producer.submit_many(task, payloads, priority=priority)
                     live.update(stats.table(topology.priorities, tasks))
+            progress_at, done = time.monotonic(), stats.done
             while stats.done < tasks:
                 live.update(stats.table(topology.priorities, tasks))
                 await asyncio.sleep(0.25)
+                if stats.done > done:
+                    progress_at, done = time.monotonic(), stats.done
+                elif time.monotonic() - progress_at > STALL_S:
+                    raise StreamprocError(f"demo stalled: {done} of {tasks} tasks finished, none for {STALL_S:.0f}s")
             live.update(stats.table(topology.priorities, tasks, final=True))
     finally:
         for w in consumers:
