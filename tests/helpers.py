@@ -5,7 +5,6 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -13,7 +12,7 @@ from aiokafka import AIOKafkaConsumer
 from streamproc.settings import KafkaSettings
 
 
-def run_cli(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, cwd: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     """Run `streamproc ARGS` in a child process, as a user would, with extra environment variables."""
     return subprocess.run(
         [sys.executable, "-m", "streamproc", *args],
