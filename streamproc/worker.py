@@ -30,7 +30,7 @@ from typing import Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import KafkaError
 
 from streamproc.app import App
 from streamproc.envelope import Envelope, read_envelope
@@ -250,21 +250,23 @@ class Worker:
         if consumer is None:
             return
         assigned = consumer.assignment()  # read right before the commit (KAFKA-NOTES "Commits")
-        offsets: dict[TopicPartition, int] = {}
-        for tp, tracker in trackers.items():
-            offset = tracker.to_commit() if tp in assigned else None
-            if offset is not None:
-                offsets[tp] = offset
-        if not offsets:
+        # The trackers themselves, not their dict: a revocation may remove them during the await.
+        due = [
+            (tp, tracker, offset)
+            for tp, tracker in trackers.items()
+            if tp in assigned and (offset := tracker.to_commit()) is not None
+        ]
+        if not due:
             return
         try:
-            await consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
-            # A rebalance took the partitions; their next owner resumes from the last commit.
-            log.warning("commit failed", error=str(exc), partitions=len(offsets))
+            await consumer.commit({tp: offset for tp, _, offset in due})
+        except KafkaError as exc:
+            # A rebalance took the partitions (their next owner resumes from the last commit), or
+            # the broker is unreachable for now (the next commit carries the same offsets).
+            log.warning("commit failed", error=str(exc), error_type=type(exc).__name__, partitions=len(due))
             return
-        for tp, offset in offsets.items():
-            trackers[tp].committed(offset)
+        for _, tracker, offset in due:
+            tracker.committed(offset)
 
     # rebalance and shutdown
 
@@ -290,8 +292,5 @@ class Worker:
                 for task in late:
                     task.cancel()
                 await asyncio.wait(late)
-        try:
-            await self._commit(released)
-        except KafkaError as exc:
-            log.warning("commit on release failed", error=str(exc))
+        await self._commit(released)
         log.info("partitions released", partitions=len(released), dropped=dropped, waited=len(running))
