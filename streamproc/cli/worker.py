@@ -27,7 +27,7 @@ def worker(
         int, typer.Option("--concurrency", envvar="STREAMPROC_CONCURRENCY", min=1, help="Tasks run at once.")
     ] = _DEFAULTS.concurrency,
     prefetch: Annotated[
-        int, typer.Option("--prefetch", min=1, help="Records buffered per partition before it is paused.")
+        int, typer.Option("--prefetch", min=1, help="Most fetched tasks waiting per partition (backpressure).")
     ] = _DEFAULTS.prefetch,
     ordering: Annotated[Ordering, typer.Option("--ordering", help="Which tasks never overlap.")] = _DEFAULTS.ordering,
     shutdown_timeout: Annotated[
