@@ -8,6 +8,8 @@ failures are visible, never hidden, and never stall the partition.
 
 from __future__ import annotations
 
+import logging
+
 import structlog
 
 from streamproc.envelope import Envelope
@@ -20,21 +22,35 @@ class OutcomeRouter:
     """Makes each outcome durable before the worker marks the task's offset finished."""
 
     async def route(self, envelope: Envelope, outcome: Outcome) -> None:
-        fields = {
-            "task": envelope.task,
-            "task_id": envelope.task_id,
-            "topic": envelope.topic,
-            "partition": envelope.partition,
-            "offset": envelope.offset,
-            "attempt": envelope.attempt,
-            "duration_ms": round(outcome.duration_s * 1000, 3),
-            "outcome": outcome.result.value,
-        }
         if outcome.result is Result.SUCCEEDED:
-            log.debug("task succeeded", **fields)
+            if log.is_enabled_for(logging.DEBUG):  # spare the hot path the fields nobody logs
+                log.debug("task succeeded", **_task_fields(envelope, outcome))
         elif outcome.result is Result.FAILED:
-            log.warning("task failed", error_type=outcome.error_type, error=str(outcome.error), **fields)
+            log.warning(
+                "task failed",
+                error_type=outcome.error_type,
+                error=str(outcome.error),
+                **_task_fields(envelope, outcome),
+            )
         else:
             log.error(
-                "task dead", reason=outcome.reason, error_type=outcome.error_type, error=str(outcome.error), **fields
+                "task dead",
+                reason=outcome.reason,
+                error_type=outcome.error_type,
+                error=str(outcome.error),
+                **_task_fields(envelope, outcome),
             )
+
+
+def _task_fields(envelope: Envelope, outcome: Outcome) -> dict[str, object]:
+    """The task fields of SPEC §7 that every task event carries."""
+    return {
+        "task": envelope.task,
+        "task_id": envelope.task_id,
+        "topic": envelope.topic,
+        "partition": envelope.partition,
+        "offset": envelope.offset,
+        "attempt": envelope.attempt,
+        "duration_ms": round(outcome.duration_s * 1000, 3),
+        "outcome": outcome.result.value,
+    }
