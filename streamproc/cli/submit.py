@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -12,6 +11,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from streamproc.app import Task
+from streamproc.cli.options import BootstrapServers, TopicsFile
 from streamproc.errors import StreamprocError
 from streamproc.loading import load_app
 from streamproc.producer import Producer, encode_payload, resolve_priority, topology_from_env
@@ -48,10 +48,8 @@ def submit(
         str | None,
         typer.Option("--app", help="Validate the payload with this App's model first: MODULE:ATTR (handlers.app:app)."),
     ] = None,
-    file: Annotated[Path | None, typer.Option("--file", "-f", help="Topics file (env STREAMPROC_TOPICS_FILE).")] = None,
-    bootstrap_servers: Annotated[
-        str | None, typer.Option("--bootstrap-servers", help="Kafka servers (env STREAMPROC_BOOTSTRAP_SERVERS).")
-    ] = None,
+    file: TopicsFile = None,
+    bootstrap_servers: BootstrapServers = None,
 ) -> None:
     """Submit a task (or --count copies) and print its task id once the broker has it."""
     payload = _parse_payload(payload_json)
@@ -88,10 +86,7 @@ async def _submit(
             sent = 0
             while sent < count:
                 n = min(CHUNK, count - sent)
-                if n == 1:
-                    ids = [await producer.submit(task, payload, priority=priority, key=key)]
-                else:
-                    ids = await producer.submit_many(task, [payload] * n, priority=priority, key=key)
+                ids = await producer.submit_many(task, [payload] * n, priority=priority, key=key)
                 first = first or ids[0]
                 last = ids[-1]
                 sent += n
