@@ -16,6 +16,28 @@ ENQUEUED_AT = "enqueued-at"
 ATTEMPT = "attempt"
 PRIORITY = "priority"
 TRACEPARENT = "traceparent"
+# Added to retry and DLQ records.
+ORIGINAL_TOPIC = "original-topic"
+ORIGINAL_PARTITION = "original-partition"
+ORIGINAL_OFFSET = "original-offset"
+ERROR_TYPE = "error-type"
+ERROR_MESSAGE = "error-message"
+FAILED_AT = "failed-at"
+RETRY_AT = "retry-at"  # tier records only
+DLQ_REASON = "dlq-reason"  # DLQ records only
+REPLAYED_FROM = "replayed-from"  # set by `streamproc dlq replay`
+
+DLQ_REASONS = (
+    "retries_exhausted",
+    "permanent_error",
+    "invalid_payload",
+    "undecodable",
+    "unknown_task",
+    "missing_task",
+)
+MAX_ERROR_MESSAGE_BYTES = 1024
+_ORIGIN = (ORIGINAL_TOPIC, ORIGINAL_PARTITION, ORIGINAL_OFFSET)
+_FAILURE = (ERROR_TYPE, ERROR_MESSAGE, FAILED_AT, RETRY_AT, DLQ_REASON)
 
 Headers = list[tuple[str, bytes]]
 
@@ -81,3 +103,56 @@ def task_headers(
     if traceparent:
         headers.append((TRACEPARENT, traceparent.encode()))
     return headers
+
+
+def _encoded(headers: dict[str, str]) -> Headers:
+    return [(name, value.encode()) for name, value in headers.items()]
+
+
+def _cap(text: str, limit: int = MAX_ERROR_MESSAGE_BYTES) -> str:
+    """`text` cut to at most `limit` UTF-8 bytes, never inside a character."""
+    return text.encode()[:limit].decode("utf-8", "ignore")
+
+
+def failure_headers(
+    envelope: Envelope,
+    *,
+    attempt: int,
+    error_type: str,
+    error_message: str,
+    failed_at_ms: int,
+    retry_at_ms: int | None = None,
+    dlq_reason: str | None = None,
+) -> Headers:
+    """Headers of the retry record (with `retry_at_ms`) or DLQ record (with `dlq_reason`) of a task.
+
+    Every header the record had is kept (an application's own ones too), with the fallbacks of
+    SPEC §3 written out, so the task keeps its id, first-enqueued time and priority wherever it
+    goes. `original-*` name the intake record and survive later tiers; the failure headers describe
+    only this failure.
+    """
+    headers = {name: value for name, value in envelope.headers.items() if name not in _FAILURE}
+    if envelope.task is not None:
+        headers[TASK] = envelope.task
+    headers |= {
+        TASK_ID: envelope.task_id,
+        ENQUEUED_AT: str(envelope.enqueued_at_ms),
+        ATTEMPT: str(attempt),
+        PRIORITY: envelope.priority,
+    }
+    origin = (envelope.topic, str(envelope.partition), str(envelope.offset))
+    for name, value in zip(_ORIGIN, origin, strict=True):
+        headers.setdefault(name, value)
+    headers |= {ERROR_TYPE: error_type, ERROR_MESSAGE: _cap(error_message), FAILED_AT: str(failed_at_ms)}
+    if retry_at_ms is not None:
+        headers[RETRY_AT] = str(retry_at_ms)
+    if dlq_reason is not None:
+        headers[DLQ_REASON] = dlq_reason
+    return _encoded(headers)
+
+
+def replay_headers(dead: dict[str, str], replayed_from: str) -> Headers:
+    """Headers of a DLQ record sent back to intake: a first attempt again, pointing at the dead letter."""
+    headers = {name: value for name, value in dead.items() if name not in _FAILURE and name not in _ORIGIN}
+    headers |= {ATTEMPT: "1", REPLAYED_FROM: replayed_from}
+    return _encoded(headers)

@@ -134,6 +134,13 @@ class Topology(_Strict):
     def intake_topic(self, priority: str) -> str:
         return f"{self.prefix}.{priority}"
 
+    def tier_topic(self, delay: str) -> str:
+        return f"{self.prefix}.retry.{delay}"
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.prefix}.dlq"
+
     def topics(self) -> list[TopicSpec]:
         """Every declared topic, intake first in priority order, then routes, tiers and the DLQ."""
         specs = [
@@ -155,7 +162,7 @@ class Topology(_Strict):
         ]
         specs += [
             TopicSpec(
-                f"{self.prefix}.retry.{d}",
+                self.tier_topic(d),
                 "tier",
                 self.tiers.partitions,
                 self.tiers.replication_factor,
@@ -165,7 +172,7 @@ class Topology(_Strict):
             for d in self.tiers.delays
         ]
         specs.append(
-            TopicSpec(f"{self.prefix}.dlq", "dlq", self.dlq.partitions, self.dlq.replication_factor, self.dlq.configs)
+            TopicSpec(self.dlq_topic, "dlq", self.dlq.partitions, self.dlq.replication_factor, self.dlq.configs)
         )
         return specs
 
