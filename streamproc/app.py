@@ -10,35 +10,20 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ValidationError
 
 from streamproc.errors import PoisonRecord, StreamprocError
+from streamproc.ratelimit import RateLimit
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_TIMEOUT_S = 300.0
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
-_PER_SECOND = {"s": 1.0, "m": 1 / 60, "h": 1 / 3600}
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    """At most `per_second` task starts a second, e.g. `RateLimit.parse("50/s")`."""
-
-    per_second: float
-
-    @classmethod
-    def parse(cls, text: str) -> RateLimit:
-        match = _RATE.match(text)
-        if not match or float(match.group(1)) <= 0:
-            raise StreamprocError(f"rate_limit {text!r} is not like '50/s', '100/m' or '10/h'")
-        return cls(float(match.group(1)) * _PER_SECOND[match.group(2)])
+DEFAULT_FAILURE_THRESHOLD = 5
+DEFAULT_RESET_TIMEOUT_S = 60.0
 
 
 def _validation_summary(error: ValidationError) -> str:
@@ -55,12 +40,20 @@ class Task(Generic[P, R]):
         timeout: float = DEFAULT_TIMEOUT_S,
         max_retries: int | None = None,
         rate_limit: str | None = None,
+        failure_threshold: int | None = DEFAULT_FAILURE_THRESHOLD,
+        reset_timeout: float = DEFAULT_RESET_TIMEOUT_S,
     ) -> None:
+        if max_retries is not None and max_retries < 0:
+            raise StreamprocError(f"task {name!r}: max_retries must be 0 or more, got {max_retries}")
+        if failure_threshold is not None and failure_threshold < 1:
+            raise StreamprocError(f"task {name!r}: failure_threshold must be 1 or more (None turns the breaker off)")
         self.name = name
         self.fn = fn
         self.timeout = timeout
-        self.max_retries = max_retries
+        self.max_retries = max_retries  # None: one retry per tier
         self.rate_limit = RateLimit.parse(rate_limit) if rate_limit else None
+        self.failure_threshold = failure_threshold
+        self.reset_timeout = reset_timeout
         self.is_async = inspect.iscoroutinefunction(fn)
         params = list(inspect.signature(fn).parameters.values())
         if not 1 <= len(params) <= 2:
@@ -125,14 +118,29 @@ class App:
         timeout: float = DEFAULT_TIMEOUT_S,
         max_retries: int | None = None,
         rate_limit: str | None = None,
+        failure_threshold: int | None = DEFAULT_FAILURE_THRESHOLD,
+        reset_timeout: float = DEFAULT_RESET_TIMEOUT_S,
     ) -> Callable[[Callable[P, R]], Task[P, R]]:
-        """Register the decorated function as the handler of `name` (default: the function's name)."""
+        """Register the decorated function as the handler of `name` (default: the function's name).
+
+        `max_retries` defaults to the number of tiers; `rate_limit` ("50/s") paces starts per process;
+        after `failure_threshold` consecutive failures (None: never) the task's circuit opens for
+        `reset_timeout` seconds.
+        """
 
         def register(fn: Callable[P, R]) -> Task[P, R]:
             task_name = name or fn.__name__
             if task_name in self.tasks:
                 raise StreamprocError(f"task {task_name!r} is registered twice")
-            task = Task(task_name, fn, timeout=timeout, max_retries=max_retries, rate_limit=rate_limit)
+            task = Task(
+                task_name,
+                fn,
+                timeout=timeout,
+                max_retries=max_retries,
+                rate_limit=rate_limit,
+                failure_threshold=failure_threshold,
+                reset_timeout=reset_timeout,
+            )
             self.tasks[task_name] = task
             return task
 

@@ -66,6 +66,10 @@ class Tiers(TopicGroup):
     @classmethod
     def _valid_delays(cls, delays: list[str]) -> list[str]:
         values = [parse_duration_ms(d) for d in delays]
+        if not values:
+            raise ValueError(
+                "at least one tier: failures retry through tiers (use max_retries=0 to dead-letter at once)"
+            )
         if any(v <= 0 for v in values):
             raise ValueError("delays must be positive")
         if values != sorted(set(values)):

@@ -1,4 +1,4 @@
-"""`App`, `Task` and `load_app`: registration, payload models, decode/encode, rate limits."""
+"""`App`, `Task` and `load_app`: registration, payload models, decode/encode, task options."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from pydantic import BaseModel, Field
 
 from streamproc import App, Task, TaskContext
-from streamproc.app import RateLimit
 from streamproc.errors import PoisonRecord, StreamprocError
 from streamproc.loading import load_app
+from streamproc.ratelimit import RateLimit
 
 
 class Greet(BaseModel):
@@ -182,17 +182,12 @@ def test_task_options_are_kept() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "per_second"),
-    [("50/s", 50.0), ("120/m", 2.0), ("3600/h", 1.0), (" 2.5 / s ", 2.5)],
+    ("options", "problem"),
+    [({"max_retries": -1}, "max_retries"), ({"failure_threshold": 0}, "failure_threshold")],
 )
-def test_rate_limit_parse(text: str, per_second: float) -> None:
-    assert RateLimit.parse(text).per_second == pytest.approx(per_second)
-
-
-@pytest.mark.parametrize("text", ["", "50", "50/d", "0/s", "-1/s", "fast"])
-def test_rate_limit_parse_refuses_nonsense(text: str) -> None:
-    with pytest.raises(StreamprocError, match="rate_limit"):
-        RateLimit.parse(text)
+def test_task_options_out_of_range_are_refused(options: dict[str, Any], problem: str) -> None:
+    with pytest.raises(StreamprocError, match=problem):
+        App().task("t", **options)(lambda payload: None)
 
 
 def test_load_app_finds_the_example_app() -> None:

@@ -61,6 +61,7 @@ def test_unmanaged_route_is_declared_but_not_created() -> None:
         ("intake:\n  partitions: 0\n", "intake.partitions"),
         ("tiers:\n  delays: [5s, soon]\n", "tiers.delays"),
         ("tiers:\n  delays: [1m, 5s]\n", "tiers.delays"),
+        ("tiers:\n  delays: []\n", "tiers.delays"),
         ("priorities: [high, high]\n", "priorities"),
         ("routes:\n  - {topic: a.b, task: t, priority: urgent}\n", "routes.0.priority"),
         ("routes:\n  - {topic: 'bad topic', task: t, priority: high}\n", "routes.0.topic"),
