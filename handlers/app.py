@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import re
 from typing import Annotated, Any, Literal
 
@@ -82,6 +83,21 @@ async def process_order(payload: ProcessOrder, ctx: TaskContext) -> None:
         raise PermanentError(f"order {payload.order_id} has a non-positive amount {payload.amount}")
     await asyncio.sleep(0.002)
     ctx.log.info("order processed", order_id=payload.order_id, amount=payload.amount)
+
+
+class SyncInventory(BaseModel):
+    sku: str
+    quantity: Annotated[int, Field(ge=0)]
+
+
+@app.task("sync_inventory", timeout=10, max_retries=1, failure_threshold=20)
+async def sync_inventory(payload: SyncInventory, ctx: TaskContext) -> None:
+    """Stands in for a flaky warehouse API: about 30% of calls fail. A failed call is retried once,
+    after the first tier's delay; a second failure lands in the DLQ as `retries_exhausted`."""
+    await asyncio.sleep(0.002)
+    if random.Random(f"{ctx.task_id}:{ctx.attempt}").random() < 0.3:  # the same answer on a redelivery
+        raise ConnectionError(f"warehouse API did not answer for {payload.sku}")
+    ctx.log.info("inventory synced", sku=payload.sku, quantity=payload.quantity)
 
 
 @app.task("noop")

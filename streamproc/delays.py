@@ -31,11 +31,11 @@ class DelayQueue(Generic[T]):
         heapq.heappush(self._heap, (due, next(self._sequence), partition, item))
         self._counts[partition] += 1
 
-    def pop_due(self, now: float) -> list[T]:
-        """The items due at `now`, earliest first, removed from the queue."""
+    def pop_due(self, now: float, limit: int | None = None) -> list[T]:
+        """The items due at `now` (at most `limit`), earliest first, removed from the queue."""
         due: list[T] = []
         heap = self._heap
-        while heap and heap[0][0] <= now:
+        while heap and heap[0][0] <= now and (limit is None or len(due) < limit):
             _, _, partition, item = heapq.heappop(heap)
             self._counts[partition] -= 1
             due.append(item)
@@ -50,13 +50,12 @@ class DelayQueue(Generic[T]):
     def __len__(self) -> int:
         return len(self._heap)
 
-    def drop(self, partitions: Iterable[Partition]) -> int:
-        """Forget the items of `partitions` (revoked); how many there were."""
+    def drop(self, partitions: Iterable[Partition]) -> list[T]:
+        """Remove and return the items of `partitions` (revoked)."""
         gone = set(partitions)
-        kept = [entry for entry in self._heap if entry[2] not in gone]
-        dropped = len(self._heap) - len(kept)
-        heapq.heapify(kept)
-        self._heap = kept
+        dropped = [entry[3] for entry in self._heap if entry[2] in gone]
+        self._heap = [entry for entry in self._heap if entry[2] not in gone]
+        heapq.heapify(self._heap)
         for partition in gone:
             del self._counts[partition]
         return dropped

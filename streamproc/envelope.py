@@ -7,6 +7,7 @@ with only a `task` header and a JSON value is a valid task.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,8 +63,18 @@ class Envelope:
     def position(self) -> str:
         return f"{self.topic}-{self.partition}-{self.offset}"
 
+    @property
+    def retry_at_ms(self) -> int | None:
+        """When a tier record's next attempt is due (ms since epoch)."""
+        return int_header(self.headers, RETRY_AT, 0) or None
 
-def _int_header(headers: dict[str, str], name: str, default: int) -> int:
+
+def decode_headers(raw: Iterable[tuple[str, bytes]] | None) -> dict[str, str]:
+    """A record's headers as text; undecodable bytes are replaced, never fatal."""
+    return {name: value.decode("utf-8", "replace") for name, value in raw or ()}
+
+
+def int_header(headers: dict[str, str], name: str, default: int) -> int:
     try:
         return int(headers[name])
     except (KeyError, ValueError):
@@ -73,7 +84,7 @@ def _int_header(headers: dict[str, str], name: str, default: int) -> int:
 def read_envelope(record: Any, route_task: str | None, topic_priority: str) -> Envelope:
     """The envelope of an aiokafka `ConsumerRecord`; `route_task` and `topic_priority` are the
     fallbacks the topic's declaration gives. Undecodable header bytes are replaced, never fatal."""
-    headers = {name: raw.decode("utf-8", "replace") for name, raw in record.headers or ()}
+    headers = decode_headers(record.headers)
     return Envelope(
         topic=record.topic,
         partition=record.partition,
@@ -83,8 +94,8 @@ def read_envelope(record: Any, route_task: str | None, topic_priority: str) -> E
         headers=headers,
         task=headers.get(TASK) or route_task,
         task_id=headers.get(TASK_ID) or f"{record.topic}-{record.partition}-{record.offset}",
-        enqueued_at_ms=_int_header(headers, ENQUEUED_AT, record.timestamp),
-        attempt=max(1, _int_header(headers, ATTEMPT, 1)),
+        enqueued_at_ms=int_header(headers, ENQUEUED_AT, record.timestamp),
+        attempt=max(1, int_header(headers, ATTEMPT, 1)),
         priority=headers.get(PRIORITY) or topic_priority,
     )
 

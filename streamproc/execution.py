@@ -31,6 +31,7 @@ class Result(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"  # retryable
     DEAD = "dead"  # straight to the DLQ
+    DEFERRED = "deferred"  # not run: its circuit is open (built by the worker, never by `run`)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,45 +1,221 @@
-"""Where a finished attempt goes, and the moment its offset may count as finished.
+"""Where a finished attempt goes, and the moment its offset may count as finished (SPEC §3, §5).
 
-`route` returns only once the outcome is durable. A success is durable at once. Retry tiers and
-the DLQ are not built yet (see the issue on the failure path): until then a failed or dead task
-is reported (a warning or an error log line, and the worker's hooks) and counts as finished, so
-failures are visible, never hidden, and never stall the partition.
+`route` returns only once the outcome is durable: a success at once; anything else once the
+broker has acknowledged (`acks=all`, idempotent producer) its record on a delay tier or the DLQ.
+Until then the worker keeps the offset unfinished, so a crash re-runs the task, never loses it.
+
+- retryable failure of attempt n → the tier `RetryPolicy` picks, with `attempt` n+1 and
+  `retry-at`; past `max_retries` → the DLQ, `retries_exhausted`;
+- dead on arrival (poison record, `PermanentError`) → the DLQ with its reason;
+- deferred (open circuit) → the first tier with the same `attempt`: no attempt is spent.
+
+A record too large to copy (the original plus the failure headers exceed the tier's or DLQ's
+`max.message.bytes`) goes to the DLQ without its value, as `invalid_payload`, rather than
+blocking its partition.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
 
 import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+    RecordTooLargeError,
+    UnknownProducerId,
+)
 
-from streamproc.envelope import Envelope
+from streamproc.app import Task
+from streamproc.envelope import Envelope, Headers, failure_headers
 from streamproc.execution import Outcome, Result
+from streamproc.retry import RetryPolicy
+from streamproc.settings import KafkaSettings
+from streamproc.topology import Topology
 
 log = structlog.get_logger("streamproc.task")
+
+_TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
+# Idempotent producer states a broker blip can leave behind for good (KAFKA-NOTES "Producing").
+_WEDGED = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch)
+_MAX_RECORD_BYTES = 16 * 1_048_576  # the broker's topic limit decides; this only bounds the client
+
+
+class Disposition(StrEnum):
+    SUCCEEDED = "succeeded"
+    RETRIED = "retried"
+    DEFERRED = "deferred"
+    DEAD_LETTERED = "dead_lettered"
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """Where an attempt went: `tier` for a retried or deferred task, `reason` for a dead letter."""
+
+    disposition: Disposition
+    tier: str | None = None
+    reason: str | None = None
+
+
+_SUCCEEDED = Routed(Disposition.SUCCEEDED)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 class OutcomeRouter:
     """Makes each outcome durable before the worker marks the task's offset finished."""
 
-    async def route(self, envelope: Envelope, outcome: Outcome) -> None:
+    def __init__(self, settings: KafkaSettings, topology: Topology, tasks: Mapping[str, Task[Any, Any]]) -> None:
+        self._settings = settings
+        self._policy = RetryPolicy(topology)
+        self._dlq = topology.dlq_topic
+        self._tasks = tasks
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        producer = self._new_producer()
+        await producer.start()
+        self._producer = producer
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            **self._settings.client_kwargs(),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_request_size=_MAX_RECORD_BYTES,
+        )
+
+    async def route(self, envelope: Envelope, outcome: Outcome) -> Routed:
         if outcome.result is Result.SUCCEEDED:
             if log.is_enabled_for(logging.DEBUG):  # spare the hot path the fields nobody logs
                 log.debug("task succeeded", **_task_fields(envelope, outcome))
-        elif outcome.result is Result.FAILED:
-            log.warning(
-                "task failed",
-                error_type=outcome.error_type,
-                error=str(outcome.error),
-                **_task_fields(envelope, outcome),
-            )
+            return _SUCCEEDED
+        if outcome.result is Result.DEAD:
+            return await self._dead_letter(envelope, outcome, outcome.reason or "permanent_error")
+        if outcome.result is Result.DEFERRED:
+            tier, attempt = self._policy.first, envelope.attempt
         else:
-            log.error(
-                "task dead",
-                reason=outcome.reason,
-                error_type=outcome.error_type,
-                error=str(outcome.error),
-                **_task_fields(envelope, outcome),
-            )
+            task = self._tasks.get(envelope.task or "")
+            next_tier = self._policy.after_failure(envelope.attempt, task.max_retries if task else None)
+            if next_tier is None:
+                return await self._dead_letter(envelope, outcome, "retries_exhausted")
+            tier, attempt = next_tier, envelope.attempt + 1
+        failed_at = _now_ms()
+        headers = failure_headers(
+            envelope,
+            attempt=attempt,
+            error_type=outcome.error_type or "",
+            error_message=str(outcome.error),
+            failed_at_ms=failed_at,
+            retry_at_ms=failed_at + tier.delay_ms,
+        )
+        try:
+            await self._send(tier.topic, envelope.value, envelope.key, headers)
+        except _TOO_LARGE as exc:
+            return await self._dead_letter_without_value(envelope, outcome, tier.topic, exc)
+        routed = Routed(Disposition.DEFERRED if outcome.result is Result.DEFERRED else Disposition.RETRIED, tier.name)
+        (log.info if outcome.result is Result.DEFERRED else log.warning)(
+            f"task {routed.disposition}",
+            tier=tier.name,
+            error_type=outcome.error_type,
+            error=str(outcome.error),
+            **_task_fields(envelope, outcome),
+        )
+        return routed
+
+    async def _dead_letter(self, envelope: Envelope, outcome: Outcome, reason: str) -> Routed:
+        headers = failure_headers(
+            envelope,
+            attempt=envelope.attempt,
+            error_type=outcome.error_type or "",
+            error_message=str(outcome.error),
+            failed_at_ms=_now_ms(),
+            dlq_reason=reason,
+        )
+        try:
+            await self._send(self._dlq, envelope.value, envelope.key, headers)
+        except _TOO_LARGE as exc:
+            return await self._dead_letter_without_value(envelope, outcome, self._dlq, exc)
+        log.error(
+            "task dead-lettered",
+            reason=reason,
+            error_type=outcome.error_type,
+            error=str(outcome.error),
+            **_task_fields(envelope, outcome),
+        )
+        return Routed(Disposition.DEAD_LETTERED, reason=reason)
+
+    async def _dead_letter_without_value(
+        self, envelope: Envelope, outcome: Outcome, topic: str, exc: KafkaError
+    ) -> Routed:
+        size = len(envelope.value or b"")
+        headers = failure_headers(
+            envelope,
+            attempt=envelope.attempt,
+            error_type=type(exc).__name__,
+            error_message=f"the {size}-byte value is too large to copy to {topic}, so it was dropped "
+            f"(the attempt ended with {outcome.error_type}: {outcome.error})",
+            failed_at_ms=_now_ms(),
+            dlq_reason="invalid_payload",
+        )
+        await self._send(self._dlq, None, envelope.key, headers)
+        log.error(
+            "task dead-lettered without its value",
+            reason="invalid_payload",
+            size=size,
+            **_task_fields(envelope, outcome),
+        )
+        return Routed(Disposition.DEAD_LETTERED, reason="invalid_payload")
+
+    async def _send(self, topic: str, value: bytes | None, key: bytes | None, headers: Headers) -> None:
+        """Return once the broker has the record. Transient errors are retried with backoff (the
+        offset stays unfinished meanwhile); only a too-large record is raised, since no retry helps."""
+        backoff = 0.1
+        while True:
+            producer = self._producer
+            if producer is None:
+                raise RuntimeError("OutcomeRouter.start() was not awaited")
+            try:
+                await (await producer.send(topic, value, key=key, headers=headers))
+                return
+            except _TOO_LARGE:
+                raise
+            except KafkaError as exc:
+                log.warning("writing a retry or DLQ record failed; trying again", topic=topic, error=str(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(2 * backoff, 5.0)
+                if isinstance(exc, _WEDGED) and producer is self._producer:
+                    await self._replace(producer)
+
+    async def _replace(self, wedged: AIOKafkaProducer) -> None:
+        """A fresh producer: a wedged one's sequence numbers never recover (aiokafka #1017)."""
+        fresh = self._new_producer()
+        try:
+            await fresh.start()
+        except KafkaError:
+            await fresh.stop()  # the next failure tries again
+            return
+        self._producer = fresh
+        with contextlib.suppress(KafkaError):
+            await wedged.stop()
 
 
 def _task_fields(envelope: Envelope, outcome: Outcome) -> dict[str, object]:

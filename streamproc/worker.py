@@ -1,12 +1,17 @@
 """The worker: fetch → schedule → run → route the outcome → commit, for one consumer.
 
-One aiokafka consumer per process feeds four cooperating coroutines:
+One aiokafka consumer per process feeds three cooperating coroutines:
 
-- `_fetch_loop` calls `getmany`, records each offset as unfinished and hands the records to the
-  scheduler; a partition whose buffer is more than half full is paused (backpressure);
-- `_dispatch_loop` starts the scheduler's next job whenever a concurrency slot is free, which
-  drains the buffers and so resumes their partitions;
-- `_run` executes a job, routes its outcome, and only then marks its offset finished;
+- `_fetch_loop` calls `getmany` on the intake topics, routes and retry tiers, records each
+  offset as unfinished and hands the records on: to the scheduler, or, for a tier record whose
+  `retry-at` is still ahead, to the delay queue; a partition holding more than half its
+  `prefetch` is left out of the next fetch (backpressure);
+- `_dispatch_loop` moves due tier records into the scheduler and starts the scheduler's next
+  job whenever a concurrency slot is free; a rate-limited job whose start lies ahead is parked
+  until then, holding no slot;
+- `_run` asks the task's circuit breaker, executes the job (or defers it when the circuit is
+  open), routes its outcome (a retry tier or the DLQ, acknowledged by the broker), and only
+  then marks its offset finished;
 - `_commit_loop` commits, at most every `commit_interval`, each partition's lowest unfinished
   offset (SPEC §5).
 
@@ -14,30 +19,36 @@ Pausing is done by leaving the partition out of `getmany(*partitions)`, not with
 `consumer.pause()`: aiokafka discards a paused partition's already fetched records, so every
 pause/resume would fetch them again, while an unrequested partition keeps its one fetched
 response in aiokafka's buffer and is not fetched further until it is read. Each `getmany` takes
-at most `prefetch // 2` records, so a buffer never holds more than `prefetch`.
+at most `prefetch // 2` records, so a partition never holds more than `prefetch`. Waiting
+records (delayed or parked) count against it too, so memory stays bounded, and they wake the
+loops at their due time: nothing polls while they wait.
 
 Revocation and shutdown take the same path: start nothing more from the partitions, drop their
-buffered records, wait (bounded) for their running tasks, commit, and let go.
+buffered and waiting records, wait (bounded) for their running tasks, commit, and let go.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from streamproc.app import App
+from streamproc.breaker import CircuitBreaker, CircuitOpen, Permit
+from streamproc.delays import DelayQueue
 from streamproc.envelope import Envelope, read_envelope
-from streamproc.execution import Executor, Outcome
+from streamproc.execution import Executor, Outcome, Result
 from streamproc.offsets import PartitionOffsets
-from streamproc.routing import OutcomeRouter
-from streamproc.scheduling import Job, Ordering, Scheduler
+from streamproc.ratelimit import RateLimiter
+from streamproc.routing import OutcomeRouter, Routed
+from streamproc.scheduling import Job, Ordering, Partition, Scheduler
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
 
@@ -58,9 +69,11 @@ class WorkerConfig:
 class TaskHooks(Protocol):
     """Observers of the task path (the demo's statistics, metrics); called on the event loop."""
 
-    def task_started(self, envelope: Envelope) -> None: ...
+    def task_started(self, envelope: Envelope) -> None:
+        """The handler is about to be called."""
 
-    def task_finished(self, envelope: Envelope, outcome: Outcome) -> None: ...
+    def task_finished(self, envelope: Envelope, outcome: Outcome, routed: Routed) -> None:
+        """The attempt's outcome is durable (a deferred task never started)."""
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -88,16 +101,28 @@ class Worker:
         self.config = config
         self._settings = settings
         self._executor = Executor(app, threads=config.sync_threads)
-        self._longest_timeout = max((task.timeout for task in app.tasks.values()), default=0.0)
-        self._router = OutcomeRouter()
+        self._router = OutcomeRouter(settings, topology, app.tasks)
         self._hooks = tuple(hooks)
         self._scheduler: Scheduler[Envelope] = Scheduler(ranks=len(topology.priorities) + 1)
+        self._delayed: DelayQueue[Job[Envelope]] = DelayQueue()  # tier records before their retry-at
+        self._parked: DelayQueue[Job[Envelope]] = DelayQueue()  # rate-limited jobs before their start
         self._ranks = {name: rank for rank, name in enumerate(topology.priorities)}
-        self._intake = {  # topic → (its priority, its route's task)
-            spec.name: (spec.priority or "", spec.task)
-            for spec in topology.topics()
-            if spec.role in ("intake", "route")
+        specs = topology.topics()
+        self._sources = {  # topic → (its priority, its route's task) for intake topics and routes
+            spec.name: (spec.priority or "", spec.task) for spec in specs if spec.role in ("intake", "route")
         }
+        self._tiers = {spec.name for spec in specs if spec.role == "tier"}
+        self._limiters = {name: RateLimiter(task.rate_limit) for name, task in app.tasks.items() if task.rate_limit}
+        self._breakers = {
+            name: CircuitBreaker(task.failure_threshold, task.reset_timeout)
+            for name, task in app.tasks.items()
+            if task.failure_threshold is not None
+        }
+        # The longest time fetching may pause while every buffer is full: a task's timeout, or a
+        # tier's delay when only tier partitions are assigned.
+        self._longest_wait_s = max(
+            [task.timeout for task in app.tasks.values()] + [(spec.delay_ms or 0) / 1000 for spec in specs]
+        )
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
         self._running: dict[TopicPartition, set[asyncio.Task[None]]] = {}
         self._wake = asyncio.Event()  # work to dispatch: records arrived or a task finished
@@ -109,7 +134,8 @@ class Worker:
 
     @property
     def topics(self) -> list[str]:
-        return list(self._intake)
+        """Intake topics, routes and retry tiers."""
+        return [*self._sources, *self._tiers]
 
     @property
     def in_flight(self) -> int:
@@ -118,8 +144,13 @@ class Worker:
 
     @property
     def waiting(self) -> int:
-        """Fetched tasks waiting for a slot or for their key."""
+        """Fetched tasks waiting for a slot or for their key (not for a retry-at or a rate limit)."""
         return self._scheduler.waiting
+
+    def circuit_open(self, task: str) -> bool:
+        """Whether `task`'s circuit is open or half-open in this worker."""
+        breaker = self._breakers.get(task)
+        return breaker is not None and breaker.is_open
 
     @property
     def joined(self) -> asyncio.Event:
@@ -139,12 +170,22 @@ class Worker:
             auto_offset_reset="earliest",
             # Revocation may wait this long for running tasks (KAFKA-NOTES "Rebalances").
             rebalance_timeout_ms=int((self.config.shutdown_timeout + 15) * 1000),
-            # Fetching waits while every buffer is full, at most the longest task timeout.
-            max_poll_interval_ms=int((max(300.0, self._longest_timeout) + 60) * 1000),
+            # Fetching waits while every buffer is full; see `_longest_wait_s`.
+            max_poll_interval_ms=int((max(300.0, self._longest_wait_s) + 60) * 1000),
         )
         consumer.subscribe(self.topics, listener=_Listener(self))
-        await consumer.start()
-        self._consumer = consumer
+        await self._router.start()
+        try:
+            await consumer.start()
+            self._consumer = consumer
+            await self._consume()
+        finally:
+            self._consumer = None
+            await consumer.stop()
+            await self._router.stop()  # after the release, whose running tasks route their outcomes
+            self._executor.close()
+
+    async def _consume(self) -> None:
         loops = [asyncio.create_task(loop()) for loop in (self._fetch_loop, self._dispatch_loop, self._commit_loop)]
         stopping = asyncio.create_task(self._stopping.wait())
         try:
@@ -154,15 +195,10 @@ class Worker:
             for loop_task in loops:
                 loop_task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
-        try:
-            await self._release(set(self._offsets))
-            for loop_task in loops:  # a loop that died (e.g. the broker refused us) ends the worker
-                if not loop_task.cancelled():
-                    loop_task.result()
-        finally:
-            self._consumer = None
-            await consumer.stop()
-            self._executor.close()
+        await self._release(set(self._offsets))
+        for loop_task in loops:  # a loop that died (e.g. the broker refused us) ends the worker
+            if not loop_task.cancelled():
+                loop_task.result()
 
     # fetch → schedule
 
@@ -173,52 +209,97 @@ class Worker:
         while True:
             assigned = list(self._offsets)
             open_partitions = [tp for tp in assigned if self._has_room(tp)]
+            self._room.clear()
             if assigned and not open_partitions:
-                # Every buffer is full: wait until a task starts. That takes at most the longest
-                # task timeout, which max_poll_interval_ms covers, so the member stays in the group.
-                self._room.clear()
+                # Every buffer is full: wait until a task starts. That takes at most
+                # `_longest_wait_s`, which max_poll_interval_ms covers, so the member stays in the group.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
                         await self._room.wait()
                 continue
-            paused = len(open_partitions) < len(assigned)
-            self._room.clear()
-            # While some partition is paused, poll briefly so its resumption is noticed soon.
             batches = await consumer.getmany(
-                *open_partitions, timeout_ms=10 if paused else 500, max_records=max_records
+                *open_partitions, timeout_ms=self._poll_ms(assigned, open_partitions), max_records=max_records
             )
             for tp, records in batches.items():
                 offsets = self._offsets.get(tp)
                 if offsets is None:  # revoked while this batch was on its way
                     continue
-                priority, route_task = self._intake[tp.topic]
-                for record in records:
-                    envelope = read_envelope(record, route_task, priority)
-                    offsets.fetched(record.offset)
-                    rank = self._ranks.get(envelope.priority, len(self._ranks))
-                    lane = self.config.ordering.lane((tp.topic, tp.partition), record.key)
-                    self._scheduler.add(Job((tp.topic, tp.partition), record.offset, rank, lane, envelope))
+                self._accept(tp, records, offsets)
             if batches:
                 self._wake.set()
 
+    def _accept(self, tp: TopicPartition, records: list[Any], offsets: PartitionOffsets) -> None:
+        """Track and queue one partition's fetched records."""
+        partition = (tp.topic, tp.partition)
+        priority, route_task = self._sources.get(tp.topic, ("", None))
+        is_tier = tp.topic in self._tiers
+        clock_offset = time.monotonic() - time.time()  # retry-at is wall-clock time, the queues are monotonic
+        for record in records:
+            envelope = read_envelope(record, route_task, priority)
+            offsets.fetched(record.offset)
+            rank = self._ranks.get(envelope.priority, len(self._ranks))
+            job = Job(partition, record.offset, rank, self.config.ordering.lane(partition, record.key), envelope)
+            retry_at_ms = envelope.retry_at_ms if is_tier else None
+            if retry_at_ms is not None:
+                self._delayed.add(partition, retry_at_ms / 1000 + clock_offset, job)  # released when due
+            else:
+                self._scheduler.add(job)
+
     def _has_room(self, tp: TopicPartition) -> bool:
         """Room for one more `getmany` batch without passing `prefetch`."""
-        return self._scheduler.buffered((tp.topic, tp.partition)) <= self.config.prefetch // 2
+        partition = (tp.topic, tp.partition)
+        held = self._scheduler.buffered(partition) + self._delayed.count(partition) + self._parked.count(partition)
+        return held <= self.config.prefetch // 2
+
+    def _poll_ms(self, assigned: list[TopicPartition], open_partitions: list[TopicPartition]) -> int:
+        """How long `getmany` may wait for records of the open partitions.
+
+        A left-out partition with tasks ready to start resumes as soon as the dispatcher starts them,
+        so poll briefly; one holding only waiting tasks resumes when they are due, so wait until then.
+        """
+        if len(open_partitions) == len(assigned):
+            return 500
+        closed = set(assigned).difference(open_partitions)
+        if any(self._scheduler.buffered((tp.topic, tp.partition)) for tp in closed):
+            return 10
+        due = self._next_due()
+        return 500 if due is None else min(500, max(1, int((due - time.monotonic()) * 1000) + 1))
+
+    def _next_due(self) -> float | None:
+        """The monotonic time the next delayed or parked job may start."""
+        dues = [due for due in (self._delayed.next_due(), self._parked.next_due()) if due is not None]
+        return min(dues, default=None)
 
     async def _dispatch_loop(self) -> None:
+        concurrency = self.config.concurrency
         while True:
-            while self._in_flight < self.config.concurrency and (job := self._scheduler.pop()) is not None:
-                self._start(job)
+            now = time.monotonic()
+            for job in self._delayed.pop_due(now):
+                self._scheduler.add(job)
+            while self._in_flight < concurrency:
+                if self._parked and (cleared := self._parked.pop_due(now, limit=1)):
+                    self._start(cleared[0])
+                    continue
+                popped = self._scheduler.pop()
+                if popped is None:
+                    break
+                limiter = self._limiters.get(popped.item.task or "") if self._limiters else None
+                wait = limiter.reserve(now) if limiter else 0.0
+                if wait > 0:
+                    self._parked.add(popped.partition, now + wait, popped)  # keeps its lane, holds no slot
+                else:
+                    self._start(popped)
             self._wake.clear()
-            await self._wake.wait()
+            due = self._next_due()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(None if due is None else max(0.0, due - time.monotonic())):
+                    await self._wake.wait()
 
     def _start(self, job: Job[Envelope]) -> None:
         tp = TopicPartition(*job.partition)
         if not self._room.is_set() and self._has_room(tp):
             self._room.set()
         self._in_flight += 1
-        for hook in self._hooks:
-            hook.task_started(job.item)
         running = asyncio.create_task(self._run(job, self._offsets[tp]))
         self._running.setdefault(tp, set()).add(running)
         running.add_done_callback(self._running[tp].discard)
@@ -228,15 +309,33 @@ class Worker:
     async def _run(self, job: Job[Envelope], offsets: PartitionOffsets) -> None:
         envelope = job.item
         try:
-            outcome = await self._executor.run(envelope)
-            await self._router.route(envelope, outcome)
+            outcome = await self._attempt(envelope)
+            routed = await self._router.route(envelope, outcome)
             offsets.finished(envelope.offset)
             for hook in self._hooks:
-                hook.task_finished(envelope, outcome)
+                hook.task_finished(envelope, outcome, routed)
         finally:
             self._in_flight -= 1
             self._scheduler.done(job)
             self._wake.set()
+
+    async def _attempt(self, envelope: Envelope) -> Outcome:
+        """Run the task, unless its circuit is open: then it is deferred and its handler not called."""
+        breaker = self._breakers.get(envelope.task or "")
+        permit = breaker.allow(time.monotonic()) if breaker else Permit.CALL
+        if permit is Permit.DENY:
+            return Outcome(Result.DEFERRED, 0.0, CircuitOpen(f"the circuit of task {envelope.task!r} is open"))
+        for hook in self._hooks:
+            hook.task_started(envelope)
+        try:
+            outcome = await self._executor.run(envelope)
+        except asyncio.CancelledError:
+            if breaker:
+                breaker.abandon(permit)
+            raise
+        if breaker:
+            breaker.record(permit, outcome.result is not Result.FAILED, time.monotonic())
+        return outcome
 
     # commit
 
@@ -283,7 +382,11 @@ class Worker:
         released = {tp: self._offsets.pop(tp) for tp in partitions if tp in self._offsets}
         if not released:
             return
-        dropped = self._scheduler.drop((tp.topic, tp.partition) for tp in released)
+        gone: list[Partition] = [(tp.topic, tp.partition) for tp in released]
+        dropped = self._scheduler.drop(gone) + len(self._delayed.drop(gone))
+        for parked in self._parked.drop(gone):  # popped from the scheduler, so they hold their lanes
+            self._scheduler.done(parked)
+            dropped += 1
         running = set().union(*(self._running.pop(tp, set()) for tp in released))
         if running:
             _, late = await asyncio.wait(running, timeout=self.config.shutdown_timeout)

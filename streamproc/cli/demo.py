@@ -2,7 +2,8 @@
 
 Starts (or finds) a broker, applies the topics, runs worker consumers of the example app in
 `handlers/`, submits a few thousand tasks across the priorities, shows live progress, and ends
-with a summary: tasks done per priority and outcome, throughput, and wait p50/p99.
+with a summary: attempts per priority and disposition (succeeded, retried through a tier,
+deferred by an open circuit, dead-lettered), throughput, wait p50/p99, and where failures went.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from streamproc.loading import load_app
 from streamproc.localbroker import LocalBroker
 from streamproc.logs import configure_logging
 from streamproc.producer import Producer
+from streamproc.routing import Disposition, Routed
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology, load_topology
 from streamproc.worker import Worker, WorkerConfig
@@ -55,46 +57,53 @@ def demo_broker() -> KafkaSettings:
 
 class DemoStats:
     """Task hooks that count this run's tasks (enqueued since it began; a backlog left by an
-    earlier run is processed too, but not counted) by priority and outcome, and keep their waits."""
+    earlier run is processed too, but not counted) by priority and disposition, and keep the
+    waits of first attempts."""
 
     def __init__(self) -> None:
         self.since_ms = time.time() * 1000
         self.waits_ms: dict[str, list[float]] = defaultdict(list)
-        self.outcomes: Counter[tuple[str, str]] = Counter()
-        self.errors: Counter[str] = Counter()
+        self.dispositions: Counter[tuple[str, Disposition]] = Counter()
+        self.failures: Counter[str] = Counter()
         self.first_start: float | None = None
         self.last_finish = 0.0
 
     @property
     def done(self) -> int:
-        return sum(self.outcomes.values())
+        """Tasks that ended: succeeded or dead-lettered."""
+        return sum(n for (_, d), n in self.dispositions.items() if d in _ENDED)
 
     def task_started(self, envelope: Envelope) -> None:
-        if envelope.enqueued_at_ms >= self.since_ms:
+        if envelope.enqueued_at_ms >= self.since_ms and envelope.attempt == 1:
             self.first_start = self.first_start or time.monotonic()
             self.waits_ms[envelope.priority].append(time.time() * 1000 - envelope.enqueued_at_ms)
 
-    def task_finished(self, envelope: Envelope, outcome: Outcome) -> None:
+    def task_finished(self, envelope: Envelope, outcome: Outcome, routed: Routed) -> None:
         if envelope.enqueued_at_ms >= self.since_ms:
-            self.outcomes[(envelope.priority, outcome.result.value)] += 1
-            if outcome.error_type:
-                self.errors[f"{envelope.task}: {outcome.error_type}"] += 1
+            self.dispositions[(envelope.priority, routed.disposition)] += 1
+            if routed.disposition is not Disposition.SUCCEEDED:
+                where = f"DLQ {routed.reason}" if routed.reason else f"tier {routed.tier}"
+                self.failures[f"{envelope.task}: {outcome.error_type} → {where}"] += 1
             self.last_finish = time.monotonic()
 
     def table(self, priorities: list[str], total: int, final: bool = False) -> Table:
         elapsed = (self.last_finish if final else time.monotonic()) - (self.first_start or time.monotonic())
         rate = self.done / elapsed if elapsed > 0 else 0.0
         title = f"{self.done}/{total} tasks done, {rate:,.0f} tasks/s"
-        table = Table("priority", "succeeded", "failed", "dead", "wait p50 ms", "wait p99 ms", title=title)
+        columns = [d.value.replace("_", " ") for d in Disposition]
+        table = Table("priority", *columns, "wait p50 ms", "wait p99 ms", title=title)
         for priority in priorities:
             waits = sorted(self.waits_ms[priority])
             table.add_row(
                 priority,
-                *(str(self.outcomes[(priority, result)]) for result in ("succeeded", "failed", "dead")),
+                *(str(self.dispositions[(priority, d)]) for d in Disposition),
                 _percentile(waits, 50),
                 _percentile(waits, 99),
             )
         return table
+
+
+_ENDED = (Disposition.SUCCEEDED, Disposition.DEAD_LETTERED)
 
 
 def _percentile(values: list[float], pct: int) -> str:
@@ -104,18 +113,21 @@ def _percentile(values: list[float], pct: int) -> str:
 
 
 def _workload(rng: random.Random, n: int, priorities: list[str]) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """A task-queue mix, grouped by (priority, task): mostly e-mails and documents, some reports
-    and no-ops; each priority gets half as many tasks as the one below it."""
+    """A task-queue mix, grouped by (priority, task): mostly e-mails and documents, some reports,
+    flaky inventory syncs, orders and no-ops; each priority gets half as many tasks as the one below it."""
     makers: dict[str, Callable[[int], dict[str, Any]]] = {
         "send_email": lambda i: {"to": f"user{i}@example.com", "subject": f"hello #{i}"},
         "process_document": lambda i: {"document_id": f"doc-{i}", "pages": rng.randint(1, 5)},
         "generate_report": lambda i: {"report_id": f"r-{i}", "kind": rng.choice(["daily", "weekly"]), "rows": 50},
+        "sync_inventory": lambda i: {"sku": f"sku-{i}", "quantity": rng.randint(0, 500)},
+        # About one order in twenty has no amount: a PermanentError sends it to the DLQ at once.
+        "process_order": lambda i: {"order_id": f"o-{i}", "amount": rng.choice([0.0] + [19.9] * 19)},
         "noop": lambda i: {"n": i},
     }
     priority_weights = [2**rank for rank in range(len(priorities))]
     work: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for i in range(n):
-        task = rng.choices(list(makers), weights=[4, 3, 1, 2])[0]
+        task = rng.choices(list(makers), weights=[4, 3, 1, 2, 1, 2])[0]
         priority = rng.choices(priorities, weights=priority_weights)[0]
         work[(priority, task)].append(makers[task](i))
     return work
@@ -151,10 +163,11 @@ async def _run_demo(settings: KafkaSettings, topology: Topology, tasks: int, wor
         for w in consumers:
             w.stop()
         await asyncio.gather(*runs)
-    if stats.errors:
-        console.print("failures (retry tiers and the DLQ come with the failure path):")
-        for what, count in stats.errors.most_common():
+    if stats.failures:
+        console.print("failed attempts and where they went:")
+        for what, count in stats.failures.most_common():
             console.print(f"  {count} x {what}")
+        console.print("inspect dead letters with `streamproc dlq list`, replay them with `streamproc dlq replay`")
 
 
 def demo(
