@@ -10,7 +10,7 @@ Until then the worker keeps the offset unfinished, so a crash re-runs the task, 
 - deferred (open circuit) → the first tier with the same `attempt`: no attempt is spent.
 
 A record too large to copy (the original plus the failure headers exceed the tier's or DLQ's
-`max.message.bytes`) goes to the DLQ without its value, as `invalid_payload`, rather than
+`max.message.bytes`) goes to the DLQ with an empty value, as `invalid_payload`, rather than
 blocking its partition.
 """
 
@@ -71,7 +71,8 @@ _SUCCEEDED = Routed(Disposition.SUCCEEDED)
 
 
 def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+    """Rounded up, so `retry-at` (failed-at + delay) is never before the failure plus the delay."""
+    return -(-time.time_ns() // 1_000_000)
 
 
 class OutcomeRouter:
@@ -176,7 +177,7 @@ class OutcomeRouter:
             failed_at_ms=_now_ms(),
             dlq_reason="invalid_payload",
         )
-        await self._send(self._dlq, None, envelope.key, headers)
+        await self._send(self._dlq, b"", envelope.key, headers)
         log.error(
             "task dead-lettered without its value",
             reason="invalid_payload",

@@ -130,6 +130,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._joined = asyncio.Event()
         self._in_flight = 0
+        self._error: Exception | None = None  # a bug that stopped the worker
         self._consumer: AIOKafkaConsumer | None = None
 
     @property
@@ -146,6 +147,11 @@ class Worker:
     def waiting(self) -> int:
         """Fetched tasks waiting for a slot or for their key (not for a retry-at or a rate limit)."""
         return self._scheduler.waiting
+
+    @property
+    def delayed(self) -> int:
+        """Fetched tier records waiting for their retry-at."""
+        return len(self._delayed)
 
     def circuit_open(self, task: str) -> bool:
         """Whether `task`'s circuit is open or half-open in this worker."""
@@ -199,6 +205,8 @@ class Worker:
         for loop_task in loops:  # a loop that died (e.g. the broker refused us) ends the worker
             if not loop_task.cancelled():
                 loop_task.result()
+        if self._error is not None:
+            raise self._error
 
     # fetch → schedule
 
@@ -314,6 +322,12 @@ class Worker:
             offsets.finished(envelope.offset)
             for hook in self._hooks:
                 hook.task_finished(envelope, outcome, routed)
+        except Exception as exc:
+            # A bug, not a task failure (those are outcomes): the offset can never finish, so rather
+            # than stall the partition silently, stop and let `run` raise it.
+            log.exception("worker error; stopping", task=envelope.task, position=envelope.position)
+            self._error = self._error or exc
+            self.stop()
         finally:
             self._in_flight -= 1
             self._scheduler.done(job)

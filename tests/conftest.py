@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from streamproc import provisioning
 from streamproc.admin import broker_answers
 from streamproc.localbroker import LocalBroker
 from streamproc.settings import KafkaSettings
@@ -76,6 +77,14 @@ def topology(prefix: str) -> Topology:
             "dlq": {"partitions": 1},
         }
     )
+
+
+@pytest.fixture
+async def one_partition(kafka_settings: KafkaSettings, topology: Topology) -> Topology:
+    """`topology` with one partition per intake topic, applied: every task shares one partition."""
+    single = topology.model_copy(update={"intake": topology.intake.model_copy(update={"partitions": 1})})
+    await provisioning.apply(kafka_settings, single)
+    return single
 
 
 INTEGRATION_DIR = os.path.join(os.path.dirname(__file__), "integration")

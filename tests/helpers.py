@@ -1,15 +1,19 @@
 """Small helpers shared by tests."""
 
+import asyncio
 import os
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
 from streamproc.settings import KafkaSettings
+from streamproc.worker import Worker
 
 
 def run_cli(*args: str, cwd: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
@@ -46,3 +50,22 @@ async def read_records(settings: KafkaSettings, topic: str, expected: int, withi
         await consumer.stop()
     assert len(records) == expected
     return records
+
+
+async def until(condition: Callable[[], bool], within_s: float = 30.0, what: str = "condition") -> None:
+    """Poll `condition` every 20 ms until it holds; fail after `within_s`."""
+    deadline = time.monotonic() + within_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+@asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[Worker]:
+    run = asyncio.create_task(worker.run())
+    await asyncio.wait_for(worker.joined.wait(), 30)
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(run, 60)

@@ -10,14 +10,29 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from streamproc import App, TaskContext
+from streamproc import App, PermanentError, TaskContext
 
 app = App()
 journal: list[tuple[str, str, float]] = []  # (event, task id or label, monotonic time)
 gates: dict[str, asyncio.Event] = {}
+
+
+@dataclass(frozen=True)
+class Call:
+    """One handler call of the failure-path tasks; `at` is wall-clock seconds, like retry-at."""
+
+    label: str
+    attempt: int
+    at: float
+    headers: dict[str, str]
+
+
+calls: list[Call] = []
+upstream_down = asyncio.Event()  # while set, `fragile` fails
 
 
 class Step(BaseModel):
@@ -48,3 +63,31 @@ async def step(payload: Step, ctx: TaskContext) -> None:
 @app.task("noop")
 async def noop(payload: dict[str, object]) -> None:
     """Does nothing: measures the framework, not the handler."""
+
+
+class Flaky(BaseModel):
+    label: str
+    fail_times: int = 0  # attempts 1..fail_times raise a retryable error
+    permanent: bool = False
+
+
+@app.task("flaky", timeout=5)
+async def flaky(payload: Flaky, ctx: TaskContext) -> None:
+    calls.append(Call(payload.label, ctx.attempt, time.time(), ctx.headers))
+    if payload.permanent:
+        raise PermanentError(f"{payload.label} can never succeed")
+    if ctx.attempt <= payload.fail_times:
+        raise RuntimeError(f"{payload.label} failed on attempt {ctx.attempt}")
+
+
+@app.task("fragile", failure_threshold=2, reset_timeout=3.0, max_retries=10)
+async def fragile(payload: Flaky, ctx: TaskContext) -> None:
+    """Fails while `upstream_down` is set: two failures in a row open its circuit for 3 s."""
+    calls.append(Call(payload.label, ctx.attempt, time.time(), ctx.headers))
+    if upstream_down.is_set():
+        raise ConnectionError("upstream is down")
+
+
+@app.task("limited", rate_limit="10/s")
+async def limited(payload: Flaky, ctx: TaskContext) -> None:
+    calls.append(Call(payload.label, ctx.attempt, time.time(), ctx.headers))

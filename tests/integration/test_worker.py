@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -18,6 +15,7 @@ from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
 from streamproc.worker import Worker, WorkerConfig
 from tests import worker_app
+from tests.helpers import running, until
 from tests.worker_app import app
 
 
@@ -27,38 +25,12 @@ def fresh_journal() -> None:
     worker_app.gates.clear()
 
 
-async def until(condition: Callable[[], bool], within_s: float = 30.0, what: str = "condition") -> None:
-    """Poll `condition` every 20 ms until it holds; fail after `within_s`."""
-    deadline = time.monotonic() + within_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
-@asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[Worker]:
-    run = asyncio.create_task(worker.run())
-    await asyncio.wait_for(worker.joined.wait(), 30)
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(run, 60)
-
-
 async def committed(settings: KafkaSettings, group: str, tp: TopicPartition) -> int | None:
     return (await admin.committed_offsets(settings, group)).get(tp)
 
 
 def labels(event: str) -> list[str]:
     return [label for e, label, _ in worker_app.journal if e == event]
-
-
-@pytest.fixture
-async def one_partition(kafka_settings: KafkaSettings, topology: Topology) -> Topology:
-    single = topology.model_copy(update={"intake": topology.intake.model_copy(update={"partitions": 1})})
-    await provisioning.apply(kafka_settings, single)
-    return single
 
 
 async def test_slow_task_holds_the_commit_until_it_finishes(
