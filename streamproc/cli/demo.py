@@ -9,6 +9,7 @@ deferred by an open circuit, dead-lettered), throughput, wait p50/p99, and where
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 import statistics
@@ -115,13 +116,14 @@ def _percentile(values: list[float], pct: int) -> str:
 def _workload(rng: random.Random, n: int, priorities: list[str]) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """A task-queue mix, grouped by (priority, task): mostly e-mails and documents, some reports,
     flaky inventory syncs, orders and no-ops; each priority gets half as many tasks as the one below it."""
+    orders = itertools.count()
     makers: dict[str, Callable[[int], dict[str, Any]]] = {
         "send_email": lambda i: {"to": f"user{i}@example.com", "subject": f"hello #{i}"},
         "process_document": lambda i: {"document_id": f"doc-{i}", "pages": rng.randint(1, 5)},
         "generate_report": lambda i: {"report_id": f"r-{i}", "kind": rng.choice(["daily", "weekly"]), "rows": 50},
         "sync_inventory": lambda i: {"sku": f"sku-{i}", "quantity": rng.randint(0, 500)},
-        # About one order in twenty has no amount: a PermanentError sends it to the DLQ at once.
-        "process_order": lambda i: {"order_id": f"o-{i}", "amount": rng.choice([0.0] + [19.9] * 19)},
+        # One order in twenty has no amount: a PermanentError sends it to the DLQ at once.
+        "process_order": lambda i: {"order_id": f"o-{i}", "amount": 0.0 if next(orders) % 20 == 0 else 19.9},
         "noop": lambda i: {"n": i},
     }
     priority_weights = [2**rank for rank in range(len(priorities))]
@@ -164,7 +166,7 @@ async def _run_demo(settings: KafkaSettings, topology: Topology, tasks: int, wor
             w.stop()
         await asyncio.gather(*runs)
     if stats.failures:
-        console.print("failed attempts and where they went:")
+        console.print("\nfailed attempts and where they went:")
         for what, count in stats.failures.most_common():
             console.print(f"  {count} x {what}")
         console.print("inspect dead letters with `streamproc dlq list`, replay them with `streamproc dlq replay`")
