@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, for_code
+from aiokafka.structs import OffsetAndMetadata
 
 from streamproc.settings import KafkaSettings
 
@@ -114,11 +115,20 @@ async def set_topic_configs(client: AIOKafkaAdminClient, configs: dict[str, dict
             _raise_for_code(code, f"alter configs of {name}", message)
 
 
+async def topic_partitions(client: AIOKafkaAdminClient, names: list[str]) -> dict[str, list[int]]:
+    """The partition numbers of the existing topics among `names`; a missing one is absent (only
+    existing topics are described, so a broker that auto-creates topics does not create it)."""
+    existing = sorted(set(await client.list_topics()) & set(names))
+    if not existing:
+        return {}
+    return {t["topic"]: sorted(p["partition"] for p in t["partitions"]) for t in await client.describe_topics(existing)}
+
+
 async def end_offsets(settings: KafkaSettings, topics: list[str]) -> dict[TopicPartition, int]:
     """The end offset (next offset to be written) of every partition of `topics`."""
     async with admin_client(settings) as client:
-        metadata = await client.describe_topics(topics)
-    partitions = [TopicPartition(t["topic"], p["partition"]) for t in metadata for p in t["partitions"]]
+        found = await topic_partitions(client, topics)
+    partitions = [TopicPartition(topic, p) for topic, numbers in found.items() for p in numbers]
     if not partitions:
         return {}
     consumer = AIOKafkaConsumer(**settings.client_kwargs(), enable_auto_commit=False)
@@ -131,6 +141,11 @@ async def end_offsets(settings: KafkaSettings, topics: list[str]) -> dict[TopicP
 
 async def committed_offsets(settings: KafkaSettings, group: str) -> dict[TopicPartition, int]:
     """The offsets `group` has committed (partitions without a commit are absent)."""
+    return {tp: committed.offset for tp, committed in (await committed_with_metadata(settings, group)).items()}
+
+
+async def committed_with_metadata(settings: KafkaSettings, group: str) -> dict[TopicPartition, OffsetAndMetadata]:
+    """The offsets `group` has committed with the metadata string of each commit."""
     async with admin_client(settings) as client:
         offsets = await client.list_consumer_group_offsets(group)
-    return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+    return {tp: committed for tp, committed in offsets.items() if committed.offset >= 0}

@@ -191,6 +191,15 @@ class Producer:
         await asyncio.gather(*deliveries)
         return [r.task_id for r in records]
 
+    async def send_record(
+        self, topic: str, value: bytes | None, *, key: bytes | None, headers: Headers
+    ) -> asyncio.Future[Any]:
+        """Queue a record that is already complete (a replayed dead letter) as it is; the returned
+        future resolves once the broker acknowledged it."""
+        kafka = await self._ready(topic)
+        delivery: asyncio.Future[Any] = await kafka.send(topic, value, key=key, headers=headers)
+        return delivery
+
     def _prepare(
         self,
         task: str | Task[Any, Any],

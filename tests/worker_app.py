@@ -91,3 +91,11 @@ async def fragile(payload: Flaky, ctx: TaskContext) -> None:
 @app.task("limited", rate_limit="10/s")
 async def limited(payload: Flaky, ctx: TaskContext) -> None:
     calls.append(Call(payload.label, ctx.attempt, time.time(), ctx.headers))
+
+
+@app.task("brittle", max_retries=0)
+async def brittle(payload: Flaky, ctx: TaskContext) -> None:
+    """No retries: while `upstream_down` is set, its one attempt fails and the task is dead-lettered."""
+    calls.append(Call(payload.label, ctx.attempt, time.time(), ctx.headers))
+    if upstream_down.is_set():
+        raise ConnectionError("upstream is down")

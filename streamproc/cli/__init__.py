@@ -9,7 +9,7 @@ import typer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from rich.console import Console
 
-from streamproc.cli import broker, demo, submit, topics, worker
+from streamproc.cli import broker, demo, dlq, submit, topics, worker
 from streamproc.errors import StreamprocError
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app = typer.Typer(
 )
 app.add_typer(broker.app, name="broker")
 app.add_typer(topics.app, name="topics")
+app.add_typer(dlq.app, name="dlq")
 app.command("demo")(demo.demo)
 app.command("worker")(worker.worker)
 app.command("submit")(submit.submit)

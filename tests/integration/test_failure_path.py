@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from streamproc import Producer, admin, provisioning
+from streamproc import Producer, admin, dlq, provisioning
 from streamproc.envelope import Envelope
 from streamproc.execution import Outcome
 from streamproc.routing import Disposition, Routed
@@ -255,3 +255,25 @@ async def test_rate_limited_tasks_wait_for_their_start_without_holding_a_slot(
     assert starts[-1] - starts[0] >= 0.9 - 0.01
     free_done = max(call.at for call in worker_app.calls if call.label.startswith("free"))
     assert free_done < starts[4], "the free tasks waited behind rate-limited ones: a slot was held"
+
+
+async def test_a_dead_letter_replayed_after_the_fix_runs_again_as_a_first_attempt(
+    kafka_settings: KafkaSettings, topology: Topology
+) -> None:
+    await provisioning.apply(kafka_settings, topology)
+    recorder = Recorder()
+    worker_app.upstream_down.set()
+    async with Producer(kafka_settings, topology) as producer:
+        task_id = await producer.submit("brittle", {"label": "outage"}, priority="low")
+    async with running(Worker(app, kafka_settings, topology, config(topology), hooks=[recorder])):
+        await until(lambda: Disposition.DEAD_LETTERED in recorder.of(task_id), what="the dead letter")
+        worker_app.upstream_down.clear()  # the outage is over
+        first = await dlq.replay(kafka_settings, topology)
+        await until(lambda: Disposition.SUCCEEDED in recorder.of(task_id), what="the replayed task")
+        again = await dlq.replay(kafka_settings, topology)
+    assert (first.sent, again.sent) == (1, 0)
+    failed, replayed = calls_of("outage")
+    assert (failed.attempt, replayed.attempt) == (1, 1)
+    assert replayed.headers["replayed-from"] == f"{topology.dlq_topic}-0-0"
+    assert replayed.headers["task-id"] == task_id
+    assert "dlq-reason" not in replayed.headers
