@@ -124,8 +124,8 @@ async def topic_partitions(client: AIOKafkaAdminClient, names: list[str]) -> dic
     return {t["topic"]: sorted(p["partition"] for p in t["partitions"]) for t in await client.describe_topics(existing)}
 
 
-async def end_offsets(settings: KafkaSettings, topics: list[str]) -> dict[TopicPartition, int]:
-    """The end offset (next offset to be written) of every partition of `topics`."""
+async def log_bounds(settings: KafkaSettings, topics: list[str]) -> dict[TopicPartition, tuple[int, int]]:
+    """(log start, end offset) of every partition of the existing topics among `topics`."""
     async with admin_client(settings) as client:
         found = await topic_partitions(client, topics)
     partitions = [TopicPartition(topic, p) for topic, numbers in found.items() for p in numbers]
@@ -134,9 +134,16 @@ async def end_offsets(settings: KafkaSettings, topics: list[str]) -> dict[TopicP
     consumer = AIOKafkaConsumer(**settings.client_kwargs(), enable_auto_commit=False)
     await consumer.start()
     try:
-        return dict(await consumer.end_offsets(partitions))
+        starts = await consumer.beginning_offsets(partitions)
+        ends = await consumer.end_offsets(partitions)
     finally:
         await consumer.stop()
+    return {tp: (starts[tp], ends[tp]) for tp in partitions}
+
+
+async def end_offsets(settings: KafkaSettings, topics: list[str]) -> dict[TopicPartition, int]:
+    """The end offset (next offset to be written) of every partition of `topics`."""
+    return {tp: end for tp, (_, end) in (await log_bounds(settings, topics)).items()}
 
 
 async def committed_offsets(settings: KafkaSettings, group: str) -> dict[TopicPartition, int]:

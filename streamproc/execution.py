@@ -104,7 +104,14 @@ class Executor:
             key=envelope.key,
             headers=envelope.headers,
             enqueued_at=envelope.enqueued_at_ms,
-            log=log.bind(task=task.name, task_id=envelope.task_id, attempt=envelope.attempt),
+            log=log.bind(
+                task=task.name,
+                task_id=envelope.task_id,
+                topic=envelope.topic,
+                partition=envelope.partition,
+                offset=envelope.offset,
+                attempt=envelope.attempt,
+            ),
         )
 
     def close(self) -> None:

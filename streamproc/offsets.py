@@ -58,3 +58,8 @@ class PartitionOffsets:
     def committed(self, offset: int) -> None:
         """The broker acknowledged a commit of `offset`."""
         self._committed = offset
+
+    @property
+    def last_commit(self) -> int | None:
+        """The offset last acknowledged by `committed()`, None before the first."""
+        return self._committed

@@ -153,10 +153,33 @@ class Worker:
         """Fetched tier records waiting for their retry-at."""
         return len(self._delayed)
 
-    def circuit_open(self, task: str) -> bool:
-        """Whether `task`'s circuit is open or half-open in this worker."""
-        breaker = self._breakers.get(task)
-        return breaker is not None and breaker.is_open
+    def circuits(self) -> dict[str, bool]:
+        """Each task with a circuit breaker: whether its circuit is open (or half-open) here."""
+        return {task: breaker.is_open for task, breaker in self._breakers.items()}
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        """End offset minus committed offset of each partition this worker owns (SPEC §7).
+
+        The committed offset is this worker's last acknowledged commit, else the group's, else
+        (never committed) the log start, where a new group begins. It queries the broker even
+        when nothing is owned, so a caller also learns whether the broker answers.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        owned = list(self._offsets)
+        if not owned:
+            await consumer.topics()
+            return {}
+        ends = await consumer.end_offsets(owned)
+        committed: dict[TopicPartition, int | None] = {
+            tp: tracker.last_commit if (tracker := self._offsets.get(tp)) else None for tp in owned
+        }
+        for tp in [tp for tp, offset in committed.items() if offset is None]:
+            committed[tp] = await consumer.committed(tp)
+        never = [tp for tp, offset in committed.items() if offset is None]
+        committed |= await consumer.beginning_offsets(never) if never else {}
+        return {tp: max(0, end - (committed[tp] or 0)) for tp, end in ends.items()}
 
     @property
     def joined(self) -> asyncio.Event:

@@ -9,7 +9,7 @@ import typer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from rich.console import Console
 
-from streamproc.cli import broker, demo, dlq, submit, topics, worker
+from streamproc.cli import broker, demo, dlq, lag, submit, topics, worker
 from streamproc.errors import StreamprocError
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.add_typer(dlq.app, name="dlq")
 app.command("demo")(demo.demo)
 app.command("worker")(worker.worker)
 app.command("submit")(submit.submit)
+app.command("lag")(lag.lag)
 
 _debug = False
 

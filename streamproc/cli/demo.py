@@ -26,13 +26,15 @@ from rich.table import Table
 
 from streamproc import provisioning
 from streamproc.admin import broker_answers
-from streamproc.cli.options import TopicsFile
+from streamproc.cli.options import MetricsPort, TopicsFile
 from streamproc.envelope import Envelope
 from streamproc.errors import StreamprocError
 from streamproc.execution import Outcome
+from streamproc.health import observed
 from streamproc.loading import load_app
 from streamproc.localbroker import LocalBroker
 from streamproc.logs import configure_logging
+from streamproc.metrics import Metrics
 from streamproc.producer import Producer
 from streamproc.routing import Disposition, Routed
 from streamproc.settings import KafkaSettings
@@ -135,12 +137,24 @@ def _workload(rng: random.Random, n: int, priorities: list[str]) -> dict[tuple[s
     return work
 
 
-async def _run_demo(settings: KafkaSettings, topology: Topology, tasks: int, workers: int, concurrency: int) -> None:
+async def _run_demo(
+    settings: KafkaSettings, topology: Topology, tasks: int, workers: int, concurrency: int, metrics_port: int
+) -> None:
     app = load_app("handlers.app:app")
     await provisioning.apply(settings, topology)
     stats = DemoStats()
     config = WorkerConfig(group="streamproc-demo", concurrency=concurrency)
-    consumers = [Worker(app, settings, topology, config, hooks=[stats]) for _ in range(workers)]
+    metrics = Metrics(app.tasks, config.group)
+    consumers = [Worker(app, settings, topology, config, hooks=[stats, metrics]) for _ in range(workers)]
+    async with observed(consumers, metrics, metrics_port, host="127.0.0.1") as port:
+        console.print(f"metrics on http://127.0.0.1:{port}/metrics (also /healthz, /readyz) while the demo runs")
+        await _drive(consumers, stats, settings, topology, tasks)
+
+
+async def _drive(
+    consumers: list[Worker], stats: DemoStats, settings: KafkaSettings, topology: Topology, tasks: int
+) -> None:
+    """Run the workers, submit the workload, show progress until every task is done, stop the workers."""
     runs = [asyncio.create_task(w.run()) for w in consumers]
     try:
         await asyncio.wait_for(asyncio.gather(*(w.joined.wait() for w in consumers)), 60)
@@ -176,6 +190,7 @@ def demo(
     tasks: Annotated[int, typer.Option("--tasks", min=1, help="Tasks to submit.")] = 3000,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker consumers in the group.")] = 2,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Tasks at once per worker.")] = 64,
+    metrics_port: MetricsPort = 0,
     file: TopicsFile = None,
 ) -> None:
     """Run the example app on a local (or named) broker and show throughput and waits."""
@@ -184,5 +199,5 @@ def demo(
         configure_logging(stream=log)
         settings = demo_broker()
         topology = load_topology(file)
-        asyncio.run(_run_demo(settings, topology, tasks, workers, concurrency))
+        asyncio.run(_run_demo(settings, topology, tasks, workers, concurrency, metrics_port))
     console.print(f"\nworker logs: {log_file}")

@@ -12,3 +12,13 @@ TopicsFile = Annotated[
 BootstrapServers = Annotated[
     str | None, typer.Option("--bootstrap-servers", help="Kafka bootstrap servers (env STREAMPROC_BOOTSTRAP_SERVERS).")
 ]
+Group = Annotated[str, typer.Option("--group", envvar="STREAMPROC_GROUP", help="The workers' consumer group.")]
+MetricsPort = Annotated[
+    int,
+    typer.Option(
+        "--metrics-port",
+        envvar="STREAMPROC_METRICS_PORT",
+        min=0,
+        help="Port of /metrics, /healthz and /readyz (0: a free port, printed).",
+    ),
+]

@@ -7,22 +7,27 @@ import logging
 import signal
 from typing import Annotated
 
+import structlog
 import typer
 
-from streamproc.cli.options import BootstrapServers, TopicsFile
+from streamproc.cli.options import BootstrapServers, Group, MetricsPort, TopicsFile
+from streamproc.health import observed
 from streamproc.loading import load_app
 from streamproc.logs import configure_logging
+from streamproc.metrics import Metrics
 from streamproc.scheduling import Ordering
 from streamproc.settings import KafkaSettings
 from streamproc.topology import load_topology
 from streamproc.worker import Worker, WorkerConfig
 
 _DEFAULTS = WorkerConfig()
+DEFAULT_METRICS_PORT = 9400
+log = structlog.get_logger("streamproc.worker")
 
 
 def worker(
     app: Annotated[str, typer.Option("--app", help="The App to run, as MODULE:ATTR (e.g. handlers.app:app).")],
-    group: Annotated[str, typer.Option("--group", envvar="STREAMPROC_GROUP", help="Consumer group.")] = _DEFAULTS.group,
+    group: Group = _DEFAULTS.group,
     concurrency: Annotated[
         int, typer.Option("--concurrency", envvar="STREAMPROC_CONCURRENCY", min=1, help="Tasks run at once.")
     ] = _DEFAULTS.concurrency,
@@ -33,21 +38,26 @@ def worker(
     shutdown_timeout: Annotated[
         float, typer.Option("--shutdown-timeout", min=0, help="Seconds running tasks get to finish on stop.")
     ] = _DEFAULTS.shutdown_timeout,
+    metrics_port: MetricsPort = DEFAULT_METRICS_PORT,
     file: TopicsFile = None,
     bootstrap_servers: BootstrapServers = None,
 ) -> None:
-    """Run tasks from the intake topics and routes until SIGTERM or SIGINT, then drain and exit 0."""
+    """Run tasks from the intake topics, routes and retry tiers until SIGTERM or SIGINT, then drain and exit 0."""
     configure_logging()
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     config = WorkerConfig(
         group=group, concurrency=concurrency, prefetch=prefetch, ordering=ordering, shutdown_timeout=shutdown_timeout
     )
-    runner = Worker(load_app(app), KafkaSettings.from_env(bootstrap_servers), load_topology(file), config)
-    asyncio.run(_serve(runner))
+    handlers = load_app(app)
+    metrics = Metrics(handlers.tasks, group)
+    runner = Worker(handlers, KafkaSettings.from_env(bootstrap_servers), load_topology(file), config, hooks=[metrics])
+    asyncio.run(_serve(runner, metrics, metrics_port))
 
 
-async def _serve(runner: Worker) -> None:
+async def _serve(runner: Worker, metrics: Metrics, metrics_port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runner.stop)
-    await runner.run()
+    async with observed([runner], metrics, metrics_port) as port:
+        log.info("serving /metrics, /healthz and /readyz", port=port, url=f"http://localhost:{port}/metrics")
+        await runner.run()

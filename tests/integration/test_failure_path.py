@@ -219,7 +219,7 @@ async def test_an_open_circuit_defers_without_calling_the_handler_or_spending_an
     worker_app.upstream_down.set()
     async with Producer(kafka_settings, topology) as producer, running(worker):
         failing = await producer.submit_many("fragile", [{"label": "a"}, {"label": "b"}])
-        await until(lambda: worker.circuit_open("fragile"), what="two failures to open the circuit")
+        await until(lambda: worker.circuits()["fragile"], what="two failures to open the circuit")
         opened_at = time.time()
         later = await producer.submit_many("fragile", [{"label": f"later-{i}"} for i in range(3)])
         await until(
@@ -232,7 +232,7 @@ async def test_an_open_circuit_defers_without_calling_the_handler_or_spending_an
             within_s=40,
             what="every task to succeed after the probe",
         )
-        assert not worker.circuit_open("fragile")
+        assert not worker.circuits()["fragile"]
     after_open = [call for call in worker_app.calls if call.at >= opened_at]
     assert after_open[0].at - opened_at >= 3.0 - 0.5  # the probe waited (most of) the reset timeout
     for label in ("later-0", "later-1", "later-2"):

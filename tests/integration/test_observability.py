@@ -1,0 +1,215 @@
+"""Metrics, probes, lag and logs against the real broker (SPEC §6, §7)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamproc import Producer, provisioning
+from streamproc.health import observed
+from streamproc.metrics import Metrics
+from streamproc.scheduling import Ordering
+from streamproc.settings import KafkaSettings
+from streamproc.topology import Topology
+from streamproc.worker import Worker, WorkerConfig
+from tests import worker_app
+from tests.helpers import run_cli, running, until
+from tests.worker_app import app
+
+REPO = Path(__file__).parents[2]
+TASK_FIELDS = {"task", "task_id", "topic", "partition", "offset", "attempt", "duration_ms", "outcome"}
+
+
+@pytest.fixture(autouse=True)
+def fresh_journal() -> None:
+    worker_app.calls.clear()
+    worker_app.journal.clear()
+    worker_app.gates.clear()
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of `/metrics`, by name and sorted labels."""
+    status, text = await asyncio.to_thread(get, port, "/metrics")
+    assert status == 200
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def observed_worker(settings: KafkaSettings, topology: Topology, **options: object) -> tuple[Worker, Metrics]:
+    config = WorkerConfig(group=f"{topology.prefix}-g", commit_interval=0.1, **options)  # type: ignore[arg-type]
+    metrics = Metrics(app.tasks, config.group)
+    return Worker(app, settings, topology, config, hooks=[metrics]), metrics
+
+
+async def test_a_known_workload_shows_its_counts_under_the_spec_names(
+    kafka_settings: KafkaSettings, topology: Topology
+) -> None:
+    await provisioning.apply(kafka_settings, topology)
+    worker, metrics = observed_worker(kafka_settings, topology)
+    async with Producer(kafka_settings, topology) as producer:
+        await producer.submit_many("flaky", [{"label": f"ok-{i}"} for i in range(5)], priority="high")
+        await producer.submit_many("flaky", [{"label": f"once-{i}", "fail_times": 1} for i in range(2)])
+        await producer.submit_many("flaky", [{"label": f"bad-{i}", "permanent": True} for i in range(3)])
+    async with observed([worker], metrics, 0, host="127.0.0.1") as port, running(worker):
+        await until(lambda: len(worker_app.calls) == 5 + 2 * 2 + 3, what="every attempt")
+        await until(lambda: worker.in_flight == 0, what="the last outcome routed")
+        samples = await scrape(port)
+
+    def value(name: str, **labels: str) -> float:
+        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    assert value("streamproc_tasks_started_total", task="flaky", priority="high") == 5
+    assert value("streamproc_tasks_started_total", task="flaky", priority="normal") == 2 * 2 + 3
+    assert value("streamproc_tasks_succeeded_total", task="flaky") == 5 + 2
+    assert value("streamproc_tasks_failed_total", task="flaky", error_type="RuntimeError") == 2
+    assert value("streamproc_tasks_failed_total", task="flaky", error_type="PermanentError") == 3
+    assert value("streamproc_tasks_retried_total", task="flaky", tier="1s") == 2
+    assert value("streamproc_tasks_dead_lettered_total", task="flaky", reason="permanent_error") == 3
+    for outcome, count in (("succeeded", 7), ("failed", 2), ("dead", 3)):
+        assert value("streamproc_task_duration_seconds_count", task="flaky", outcome=outcome) == count
+    waits = value("streamproc_task_wait_seconds_count", task="flaky", priority="high") + value(
+        "streamproc_task_wait_seconds_count", task="flaky", priority="normal"
+    )
+    assert waits == 12
+    assert value("streamproc_tasks_in_flight") == 0
+    assert value("streamproc_circuit_open", task="fragile") == 0
+    assert ("streamproc_circuit_open", (("task", "fragile"),)) in samples
+
+
+async def test_readyz_waits_for_the_group_and_healthz_answers_while_running(
+    kafka_settings: KafkaSettings, topology: Topology
+) -> None:
+    await provisioning.apply(kafka_settings, topology)
+    worker, metrics = observed_worker(kafka_settings, topology)
+    async with observed([worker], metrics, 0, host="127.0.0.1") as port:
+        assert (await asyncio.to_thread(get, port, "/readyz"))[0] == 503
+        assert (await asyncio.to_thread(get, port, "/healthz"))[0] == 200
+        async with running(worker):
+            deadline = time.monotonic() + 20
+            while (status := (await asyncio.to_thread(get, port, "/readyz"))[0]) != 200:
+                assert time.monotonic() < deadline, f"/readyz stayed {status} after the group was joined"
+                await asyncio.sleep(0.1)
+            assert (await asyncio.to_thread(get, port, "/healthz"))[0] == 200
+        assert (await asyncio.to_thread(get, port, "/nope"))[0] == 404
+
+
+async def test_lag_command_and_gauge_show_the_backlog_and_keda_replicas(
+    kafka_settings: KafkaSettings, topology: Topology, tmp_path: Path
+) -> None:
+    await provisioning.apply(kafka_settings, topology)
+    backlog = 50  # on `normal`'s 3 partitions; nothing finishes while the gate is closed
+    async with Producer(kafka_settings, topology) as producer:
+        for i in range(backlog):
+            await producer.submit("step", {"label": f"s{i}", "gate": "hold"}, key=f"k{i}")
+    worker, metrics = observed_worker(kafka_settings, topology, concurrency=1, ordering=Ordering.PARTITION)
+    intake = topology.intake_topic("normal")
+    async with observed([worker], metrics, 0, host="127.0.0.1") as port, running(worker):
+
+        async def gauge_total() -> float:
+            samples = await scrape(port)
+            return sum(
+                v
+                for (name, labels), v in samples.items()
+                if name == "streamproc_consumer_lag" and ("topic", intake) in labels
+            )
+
+        deadline = time.monotonic() + 20
+        while (total := await gauge_total()) != backlog:
+            assert time.monotonic() < deadline, f"lag gauge shows {total}, not {backlog}"
+            await asyncio.sleep(0.2)
+
+        topics_file = tmp_path / "topics.yaml"
+        topics_file.write_text(yaml.safe_dump(topology.model_dump()))
+        env = {"STREAMPROC_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers}
+        args = ("lag", "--group", f"{topology.prefix}-g", "--file", str(topics_file))
+        # By hand, KEDA's formula: total lag 50 on 3 partitions. Threshold 10: 50 // 10 = 5 > 3, so the
+        # lag is capped at 3 * 10 and ceil(30 / 10) = 3 replicas. Threshold 30: ceil(50 / 30) = 2.
+        capped = await asyncio.to_thread(run_cli, *args, "--lag-threshold", "10", **env)
+        uncapped = await asyncio.to_thread(run_cli, *args, "--lag-threshold", "30", **env)
+        worker_app.gates["hold"].set()
+    for result, replicas in ((capped, 3), (uncapped, 2)):
+        assert result.returncode == 0, result.stderr
+        rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") >= 5}
+        cells = [cell.strip() for cell in rows[intake].split("│")[1:-1]]
+        assert cells[1:3] == ["3", str(backlog)], rows[intake]  # partitions, lag of the topic
+        assert cells[3] == str(replicas)
+        assert f"KEDA would run {replicas} replica(s)" in " ".join(result.stdout.split())
+
+
+def test_every_log_line_of_a_worker_run_is_json_with_the_task_fields(
+    kafka_settings: KafkaSettings, topology: Topology, tmp_path: Path
+) -> None:
+    asyncio.run(provisioning.apply(kafka_settings, topology))
+
+    async def submit() -> None:
+        async with Producer(kafka_settings, topology) as producer:
+            await producer.submit_many("flaky", [{"label": "ok"}, {"label": "retry", "fail_times": 1}])
+            await producer.submit("flaky", {"label": "dead", "permanent": True})
+
+    asyncio.run(submit())
+    topics_file = tmp_path / "topics.yaml"
+    topics_file.write_text(yaml.safe_dump(topology.model_dump()))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "streamproc", "worker", "--app", "tests.worker_app:app", "--metrics-port", "0"],
+        cwd=REPO,
+        env=os.environ
+        | {
+            "STREAMPROC_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+            "STREAMPROC_TOPICS_FILE": str(topics_file),
+            "STREAMPROC_GROUP": f"{topology.prefix}-g",
+            "STREAMPROC_LOG_LEVEL": "debug",
+        },
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert worker.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    try:
+        while sum('"outcome": "succeeded"' in line for line in lines) < 2 or not any(
+            "dead-lettered" in line for line in lines
+        ):
+            assert time.monotonic() < deadline, "the worker did not finish the three tasks:\n" + "".join(lines)
+            line = worker.stderr.readline()
+            assert line, "the worker exited early:\n" + "".join(lines)
+            lines.append(line)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, rest = worker.communicate(timeout=60)
+    lines += rest.splitlines(keepends=True)
+    assert worker.returncode == 0, "".join(lines)
+    events = [json.loads(line) for line in lines]  # every line is one JSON object
+    task_events = [e for e in events if e.get("event", "").startswith("task ")]
+    assert {e["event"] for e in task_events} >= {"task succeeded", "task retried", "task dead-lettered"}
+    for event in task_events:
+        assert set(event) >= TASK_FIELDS, event
+    levels = {e["event"]: e["level"] for e in task_events}
+    assert (levels["task succeeded"], levels["task retried"], levels["task dead-lettered"]) == (
+        "debug",
+        "warning",
+        "error",
+    )
+    assert any(e.get("event") == "serving /metrics, /healthz and /readyz" for e in events)
