@@ -19,8 +19,8 @@ demo: install
 	$(BIN)/streamproc demo
 
 lint: install
-	$(BIN)/ruff check streamproc tests handlers
-	$(BIN)/ruff format --check streamproc tests handlers
+	$(BIN)/ruff check streamproc tests handlers benchmarks
+	$(BIN)/ruff format --check streamproc tests handlers benchmarks
 	$(BIN)/mypy
 
 unit: install

@@ -75,9 +75,14 @@ def decode_headers(raw: Iterable[tuple[str, bytes]] | None) -> dict[str, str]:
 
 
 def int_header(headers: dict[str, str], name: str, default: int) -> int:
+    """The header as an int; `default` when absent or not a number (a missing one raises nothing,
+    which keeps the per-record path cheap)."""
+    raw = headers.get(name)
+    if raw is None:
+        return default
     try:
-        return int(headers[name])
-    except (KeyError, ValueError):
+        return int(raw)
+    except ValueError:
         return default
 
 

@@ -1,24 +1,27 @@
 """The Prometheus metrics of SPEC §7 for one worker process, in a registry of its own.
 
-Task counters and histograms are recorded by task hooks on the event loop. Each metric's
-labelled children are looked up once and kept (`.labels()` takes a lock and builds a key on
-every call), so a task costs a few dict lookups and increments. A task name no handler is
-registered under is labelled `unregistered`, so garbage on a topic cannot grow the label set.
-Tasks in flight and open circuits are read from the workers when Prometheus scrapes; consumer
-lag is refreshed every few seconds by `refresh_lag`.
+The task path must stay cheap: prometheus-client's metric objects take a lock for every
+increment and walk the buckets in Python for every observation, which cost about 30% of a
+no-op worker's throughput. So task hooks keep plain counts on the event loop (a dict update, a
+`bisect` into the buckets) and a collector turns them into metric families when Prometheus
+scrapes, from the HTTP thread. Copying a dict's items is atomic under the GIL, so a scrape sees
+each series whole (a histogram's sum may be one observation ahead of its buckets).
+
+A task name no handler is registered under is labelled `unregistered`, so garbage on a topic
+cannot grow the label set. Consumer lag is refreshed every few seconds by `refresh_lag`.
 """
 
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Collection, Iterator, Sequence
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from streamproc.envelope import Envelope
+from streamproc.envelope import RETRY_AT, Envelope
 from streamproc.execution import Outcome, Result
 from streamproc.routing import Disposition, Routed
 from streamproc.worker import Worker
@@ -27,21 +30,58 @@ UNREGISTERED = "unregistered"
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
+Labels = tuple[str, ...]
 
-class _Children:
-    """A labelled metric's children, created on first use and kept."""
 
-    __slots__ = ("_children", "_metric")
+class _Counts:
+    """A counter's value per label values."""
 
-    def __init__(self, metric: Any) -> None:
-        self._metric = metric
-        self._children: dict[tuple[str, ...], Any] = {}
+    __slots__ = ("doc", "labels", "name", "values")
 
-    def __call__(self, *values: str) -> Any:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = self._metric.labels(*values)
-        return child
+    def __init__(self, name: str, doc: str, labels: Sequence[str]) -> None:
+        self.name, self.doc, self.labels = name, doc, list(labels)
+        self.values: dict[Labels, int] = {}
+
+    def inc(self, labels: Labels) -> None:
+        self.values[labels] = self.values.get(labels, 0) + 1
+
+    def family(self) -> Metric:
+        family = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+        for labels, value in list(self.values.items()):
+            family.add_metric(labels, value)
+        return family
+
+
+class _Histograms:
+    """A histogram per label values: the count in each bucket (the last one +Inf), then the sum."""
+
+    __slots__ = ("bounds", "doc", "labels", "name", "series")
+
+    def __init__(self, name: str, doc: str, labels: Sequence[str], bounds: Sequence[float]) -> None:
+        self.name, self.doc, self.labels, self.bounds = name, doc, list(labels), tuple(bounds)
+        self.series: dict[Labels, list[float]] = {}
+
+    def observe(self, labels: Labels, value: float) -> None:
+        series = self.series.get(labels)
+        if series is None:
+            series = self.series[labels] = [0] * (len(self.bounds) + 1) + [0.0]
+        series[bisect_left(self.bounds, value)] += 1  # the first bucket whose bound is ≥ value
+        series[-1] += value
+
+    def counts(self) -> dict[Labels, float]:
+        """Observations per label values."""
+        return {labels: sum(series[:-1]) for labels, series in list(self.series.items())}
+
+    def family(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
+        for labels, series in list(self.series.items()):
+            counts, total = series[:-1], series[-1]
+            cumulative, buckets = 0.0, []
+            for bound, count in zip((*map(str, self.bounds), "+Inf"), counts, strict=True):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            family.add_metric(labels, buckets, sum_value=total)
+        return family
 
 
 class Metrics:
@@ -51,83 +91,91 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.group = group
         self._names = frozenset(task_names)
-        r = self.registry
-        self._started = _Children(
-            Counter("streamproc_tasks_started", "Attempts started.", ["task", "priority"], registry=r)
+        self._failed = _Counts("streamproc_tasks_failed", "Attempts that ended in an error.", ["task", "error_type"])
+        self._retried = _Counts("streamproc_tasks_retried", "Failed attempts sent to a retry tier.", ["task", "tier"])
+        self._dead_lettered = _Counts("streamproc_tasks_dead_lettered", "Tasks sent to the DLQ.", ["task", "reason"])
+        self._duration = _Histograms(
+            "streamproc_task_duration_seconds", "Attempt run time.", ["task", "outcome"], DURATION_BUCKETS
         )
-        self._succeeded = _Children(Counter("streamproc_tasks_succeeded", "Attempts succeeded.", ["task"], registry=r))
-        self._failed = _Children(
-            Counter("streamproc_tasks_failed", "Attempts that ended in an error.", ["task", "error_type"], registry=r)
+        self._wait = _Histograms(
+            "streamproc_task_wait_seconds",
+            "Time from enqueued (a retry: from due) to started.",
+            ["task", "priority"],
+            WAIT_BUCKETS,
         )
-        self._retried = _Children(
-            Counter("streamproc_tasks_retried", "Failed attempts sent to a retry tier.", ["task", "tier"], registry=r)
-        )
-        self._dead_lettered = _Children(
-            Counter("streamproc_tasks_dead_lettered", "Tasks sent to the DLQ.", ["task", "reason"], registry=r)
-        )
-        self._duration = _Children(
-            Histogram(
-                "streamproc_task_duration_seconds",
-                "Attempt run time.",
-                ["task", "outcome"],
-                buckets=DURATION_BUCKETS,
-                registry=r,
-            )
-        )
-        self._wait = _Children(
-            Histogram(
-                "streamproc_task_wait_seconds",
-                "Time from enqueued (a retry: from due) to started.",
-                ["task", "priority"],
-                buckets=WAIT_BUCKETS,
-                registry=r,
-            )
-        )
-        self._in_flight = Gauge("streamproc_tasks_in_flight", "Tasks running now.", registry=r)
         self._lag = Gauge(
             "streamproc_consumer_lag",
             "End offset minus committed offset of each partition this process owns.",
             ["group", "topic", "partition"],
-            registry=r,
+            registry=self.registry,
         )
-        self._lag_labels: set[tuple[str, str, str]] = set()
+        self._lag_labels: set[Labels] = set()
+        self._workers: Sequence[Worker] = ()
+        self.registry.register(_Exporter(self))
 
     def _task(self, envelope: Envelope) -> str:
         task = envelope.task
         return task if task is not None and task in self._names else UNREGISTERED
 
-    # task hooks
+    # task hooks: started and succeeded are counted by the wait and duration histograms
 
     def task_started(self, envelope: Envelope) -> None:
-        task = self._task(envelope)
-        self._started(task, envelope.priority).inc()
-        since_ms = envelope.retry_at_ms or envelope.enqueued_at_ms  # a retry waits from when it was due
-        self._wait(task, envelope.priority).observe(max(0.0, time.time() - since_ms / 1000))
+        since_ms = envelope.enqueued_at_ms
+        if RETRY_AT in envelope.headers:  # a retry waits from when it was due
+            since_ms = envelope.retry_at_ms or since_ms
+        self._wait.observe((self._task(envelope), envelope.priority), max(0.0, time.time() - since_ms / 1000))
 
     def task_finished(self, envelope: Envelope, outcome: Outcome, routed: Routed) -> None:
-        task = self._task(envelope)
         result = outcome.result
+        if result is Result.DEFERRED:  # never ran
+            return
+        task = self._task(envelope)
+        self._duration.observe((task, result.value), outcome.duration_s)
         if result is Result.SUCCEEDED:
-            self._succeeded(task).inc()
-        elif result is not Result.DEFERRED:  # a deferred task never ran
-            self._failed(task, outcome.error_type or "").inc()
-        if result is not Result.DEFERRED:
-            self._duration(task, result.value).observe(outcome.duration_s)
+            return
+        self._failed.inc((task, outcome.error_type or ""))
         if routed.disposition is Disposition.RETRIED:
-            self._retried(task, routed.tier or "").inc()
+            self._retried.inc((task, routed.tier or ""))
         elif routed.disposition is Disposition.DEAD_LETTERED:
-            self._dead_lettered(task, routed.reason or "").inc()
+            self._dead_lettered.inc((task, routed.reason or ""))
 
-    # worker state
+    # export
 
     def watch(self, workers: Sequence[Worker]) -> None:
-        """Export, at each scrape, the tasks in flight and the circuits of `workers`."""
-        self._in_flight.set_function(lambda: sum(worker.in_flight for worker in workers))
-        self.registry.register(_Circuits(workers))
+        """Export the state of `workers` too: tasks in flight, open circuits."""
+        self._workers = workers
+
+    def families(self) -> Iterator[Metric]:
+        """Every metric but the lag, as it is now."""
+        started = CounterMetricFamily("streamproc_tasks_started", "Attempts started.", labels=["task", "priority"])
+        for labels, count in self._wait.counts().items():
+            started.add_metric(labels, count)
+        succeeded = CounterMetricFamily("streamproc_tasks_succeeded", "Attempts succeeded.", labels=["task"])
+        for (task, outcome), count in self._duration.counts().items():
+            if outcome == Result.SUCCEEDED.value:
+                succeeded.add_metric([task], count)
+        yield started
+        yield succeeded
+        for metric in (self._failed, self._retried, self._dead_lettered):
+            yield metric.family()
+        yield self._duration.family()
+        yield self._wait.family()
+        workers = self._workers
+        yield GaugeMetricFamily(
+            "streamproc_tasks_in_flight", "Tasks running now.", value=sum(w.in_flight for w in workers)
+        )
+        circuits = GaugeMetricFamily("streamproc_circuit_open", "1 while the task's circuit is open.", labels=["task"])
+        states: dict[str, bool] = {}
+        for worker in workers:
+            for task, is_open in worker.circuits().items():
+                states[task] = states.get(task, False) or is_open
+        for task, is_open in sorted(states.items()):
+            circuits.add_metric([task], 1.0 if is_open else 0.0)
+        yield circuits
 
     async def refresh_lag(self, workers: Sequence[Worker]) -> None:
         """Set the lag gauge from the workers' partitions now; partitions they gave up disappear."""
-        current: dict[tuple[str, str, str], int] = {}
+        current: dict[Labels, int] = {}
         for worker in workers:
             for tp, lag in (await worker.lag()).items():
                 current[(self.group, tp.topic, str(tp.partition))] = lag
@@ -138,20 +186,11 @@ class Metrics:
         self._lag_labels = set(current)
 
 
-class _Circuits(Collector):
-    """`streamproc_circuit_open{task}`: 1 while the task's circuit is open or half-open in any worker."""
+class _Exporter(Collector):
+    """Hands the registry the families `Metrics` builds at each scrape."""
 
-    def __init__(self, workers: Sequence[Worker]) -> None:
-        self._workers = workers
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
-        family = GaugeMetricFamily(
-            "streamproc_circuit_open", "1 while the task's circuit breaker is open.", labels=["task"]
-        )
-        states: dict[str, bool] = {}
-        for worker in self._workers:
-            for task, is_open in worker.circuits().items():
-                states[task] = states.get(task, False) or is_open
-        for task, is_open in sorted(states.items()):
-            family.add_metric([task], 1.0 if is_open else 0.0)
-        yield family
+        return self._metrics.families()
