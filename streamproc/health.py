@@ -21,6 +21,7 @@ import structlog
 from aiokafka.errors import KafkaError
 from prometheus_client import make_wsgi_app
 
+from streamproc.errors import StreamprocError
 from streamproc.metrics import Metrics
 from streamproc.worker import Worker
 
@@ -104,7 +105,12 @@ async def observed(workers: Sequence[Worker], metrics: Metrics, port: int, host:
     """Serve the endpoints on `port` (0: a free one, which is yielded) and monitor `workers` meanwhile."""
     health = Health()
     metrics.watch(workers)
-    server: WSGIServer = make_server(host, port, _application(health, metrics), handler_class=_Quiet)
+    try:
+        server: WSGIServer = make_server(host, port, _application(health, metrics), handler_class=_Quiet)
+    except OSError as exc:
+        raise StreamprocError(
+            f"cannot serve metrics on {host}:{port} ({exc.strerror}): pass another --metrics-port, or 0 for a free one"
+        ) from exc
     thread = threading.Thread(target=server.serve_forever, name="streamproc-http", daemon=True)
     thread.start()
     watching = asyncio.create_task(monitor(health, metrics, workers))

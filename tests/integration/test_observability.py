@@ -18,6 +18,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamproc import Producer, provisioning
+from streamproc.errors import StreamprocError
 from streamproc.health import observed
 from streamproc.metrics import Metrics
 from streamproc.scheduling import Ordering
@@ -114,6 +115,14 @@ async def test_readyz_waits_for_the_group_and_healthz_answers_while_running(
                 await asyncio.sleep(0.1)
             assert (await asyncio.to_thread(get, port, "/healthz"))[0] == 200
         assert (await asyncio.to_thread(get, port, "/nope"))[0] == 404
+
+
+async def test_a_busy_metrics_port_is_a_clear_error(kafka_settings: KafkaSettings, topology: Topology) -> None:
+    worker, metrics = observed_worker(kafka_settings, topology)
+    async with observed([worker], metrics, 0, host="127.0.0.1") as port:
+        with pytest.raises(StreamprocError, match=f"cannot serve metrics on 127.0.0.1:{port}.*--metrics-port"):
+            async with observed([worker], metrics, port, host="127.0.0.1"):
+                pass
 
 
 async def test_lag_command_and_gauge_show_the_backlog_and_keda_replicas(

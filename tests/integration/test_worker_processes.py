@@ -80,6 +80,8 @@ def workers(bootstrap: str, topology: Topology, tmp_path: Path) -> Iterator[Call
                 f"{topology.prefix}-g",
                 "--file",
                 str(topics_file),
+                "--metrics-port",
+                "0",
                 *extra,
             ],
             env=os.environ | {"STREAMPROC_TEST_JOURNAL": str(tmp_path / "journal.txt")},
