@@ -16,5 +16,6 @@ def test_demo_runs_every_task_and_prints_the_summary(bootstrap: str, topology: T
     result = run_cli("demo", "--tasks", "400", "--file", str(topics_file), cwd=str(REPO))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "400/400 tasks done" in result.stdout
+    assert "metrics on http://127.0.0.1:" in result.stdout
     for priority in topology.priorities:
         assert priority in result.stdout
