@@ -5,7 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test lint unit broker-stop clean
+# helm for the chart tests, built from source with the local Go (no Docker, no binary downloads).
+# The build sits in a versioned directory, so changing HELM_VERSION rebuilds it; tests run .tools/bin/helm.
+HELM_VERSION := v3.22.0
+HELM_BUILD := .tools/helm-$(HELM_VERSION)/helm
+HELM := .tools/bin/helm
+GO ?= $(or $(shell command -v go 2>/dev/null),/usr/local/go/bin/go)
+
+.PHONY: install demo test lint unit helm broker-stop clean
 
 install: $(INSTALLED)
 
@@ -26,7 +33,16 @@ lint: install
 unit: install
 	$(BIN)/pytest tests/unit
 
-test: lint
+helm: $(HELM)
+
+$(HELM_BUILD):
+	GOTOOLCHAIN=local GOBIN=$(CURDIR)/$(@D) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+$(HELM): $(HELM_BUILD)
+	mkdir -p $(@D)
+	ln -sfn ../helm-$(HELM_VERSION)/helm $@
+
+test: lint $(HELM)
 	$(BIN)/pytest
 
 broker-stop: install

@@ -9,25 +9,20 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from streamproc import Producer, provisioning
 from streamproc.errors import StreamprocError
 from streamproc.health import observed
-from streamproc.metrics import Metrics
 from streamproc.scheduling import Ordering
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
-from streamproc.worker import Worker, WorkerConfig
 from tests import worker_app
 from tests.helpers import run_cli, running, until
-from tests.worker_app import app
+from tests.observing import get, observed_worker, scrape
 
 REPO = Path(__file__).parents[2]
 TASK_FIELDS = {"task", "task_id", "topic", "partition", "offset", "attempt", "duration_ms", "outcome"}
@@ -38,31 +33,6 @@ def fresh_journal() -> None:
     worker_app.calls.clear()
     worker_app.journal.clear()
     worker_app.gates.clear()
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
-async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of `/metrics`, by name and sorted labels."""
-    status, text = await asyncio.to_thread(get, port, "/metrics")
-    assert status == 200
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def observed_worker(settings: KafkaSettings, topology: Topology, **options: object) -> tuple[Worker, Metrics]:
-    config = WorkerConfig(group=f"{topology.prefix}-g", commit_interval=0.1, **options)  # type: ignore[arg-type]
-    metrics = Metrics(app.tasks, config.group)
-    return Worker(app, settings, topology, config, hooks=[metrics]), metrics
 
 
 async def test_a_known_workload_shows_its_counts_under_the_spec_names(
