@@ -12,7 +12,7 @@ HELM_BUILD := .tools/helm-$(HELM_VERSION)/helm
 HELM := .tools/bin/helm
 GO ?= $(or $(shell command -v go 2>/dev/null),/usr/local/go/bin/go)
 
-.PHONY: install demo test lint unit helm broker-stop clean
+.PHONY: install demo test lint unit helm bench broker-stop clean
 
 install: $(INSTALLED)
 
@@ -32,6 +32,9 @@ lint: install
 
 unit: install
 	$(BIN)/pytest tests/unit
+
+bench: install
+	$(BIN)/streamproc bench
 
 helm: $(HELM)
 

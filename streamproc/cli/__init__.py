@@ -9,7 +9,7 @@ import typer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from rich.console import Console
 
-from streamproc.cli import broker, demo, dlq, lag, submit, topics, worker
+from streamproc.cli import bench, broker, demo, dlq, lag, submit, topics, worker
 from streamproc.errors import StreamprocError
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.command("demo")(demo.demo)
 app.command("worker")(worker.worker)
 app.command("submit")(submit.submit)
 app.command("lag")(lag.lag)
+app.command("bench")(bench.bench)
 
 _debug = False
 

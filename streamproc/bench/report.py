@@ -1,0 +1,186 @@
+"""SPEC §10's figures from the scenarios' results, as a rich table and a JSON document."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from typing import Any
+
+from rich.table import Table
+
+Results = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """One SPEC §10 figure: what was measured, against what, and whether it meets its target."""
+
+    figure: str
+    value: float
+    target: float
+    at_least: bool  # True: the value must be >= target; False: <= target
+    unit: str = "x"
+
+    @property
+    def met(self) -> bool:
+        return self.value >= self.target if self.at_least else self.value <= self.target
+
+    def shown(self, number: float) -> str:
+        return f"{number:.2f}{self.unit}" if self.unit == "x" else f"{number:,.0f} {self.unit}"
+
+
+def _over(numerator: float, denominator: float) -> float:
+    """The ratio, or NaN where the baseline measured nothing (a quick run's backlog can be gone too soon)."""
+    return numerator / denominator if denominator else math.nan
+
+
+def _retry_bound_ms(retry: Results) -> float:
+    return max(0.1 * float(retry["tier_ms"]), 250.0)
+
+
+RATIOS: list[Callable[[Results], Ratio]] = [
+    lambda r: Ratio(
+        "no-op tasks/s, one worker process, vs a bare aiokafka loop",
+        _over(r["noop"]["streamproc"]["tasks_per_s"], r["noop"]["aiokafka"]["tasks_per_s"]),
+        0.8,
+        True,
+    ),
+    lambda r: Ratio(
+        "the same, vs FastStream's Kafka subscriber with manual ack",
+        _over(r["noop"]["streamproc"]["tasks_per_s"], r["noop"]["faststream"]["tasks_per_s"]),
+        2.0,
+        True,
+    ),
+    lambda r: Ratio(
+        "20 ms I/O handler at concurrency 256, vs min(256/0.02 s, no-op rate)",
+        _over(r["io"]["tasks_per_s"], min(r["io"]["ideal_per_s"], r["noop"]["streamproc"]["tasks_per_s"])),
+        0.8,
+        True,
+    ),
+    lambda r: Ratio(
+        "high-priority p99 wait under a saturating low backlog, vs none",
+        _over(r["priority"]["saturated_p99_ms"], r["priority"]["idle_p99_ms"]),
+        2.0,
+        False,
+    ),
+    lambda r: Ratio(
+        f"retry delay error p99 (tier {r['retry']['tier_ms'] / 1000:g} s)",
+        r["retry"]["error_p99_ms"],
+        _retry_bound_ms(r["retry"]),
+        False,
+        unit="ms",
+    ),
+    lambda r: Ratio(
+        "two worker processes vs one, no-op",
+        _over(r["noop"]["streamproc_two_processes"]["tasks_per_s"], r["noop"]["streamproc"]["tasks_per_s"]),
+        1.6,
+        True,
+    ),
+    lambda r: Ratio(
+        f"worker peak RSS with a {r['memory']['backlog']:,}-task backlog",
+        r["memory"]["peak_rss_mb"],
+        250,
+        False,
+        unit="MB",
+    ),
+]
+
+
+def ratios(results: Results) -> list[Ratio]:
+    return [compute(results) for compute in RATIOS]
+
+
+def machine(broker: str) -> dict[str, Any]:
+    """What the figures were measured on."""
+
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "aiokafka": version("aiokafka"),
+        "faststream": version("faststream"),
+        "streamproc": version("streamproc"),
+        "broker": broker,
+    }
+
+
+def document(results: Results, about: dict[str, Any], mode: str) -> dict[str, Any]:
+    """The JSON written by `streamproc bench --output`."""
+    finite: dict[str, Any] = _finite(
+        {
+            "mode": mode,
+            "machine": about,
+            "scenarios": results,
+            "ratios": [asdict(ratio) | {"met": ratio.met} for ratio in ratios(results)],
+        }
+    )
+    return finite
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: unmeasured figures are written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
+
+
+def table(results: Results) -> Table:
+    out = Table(title="streamproc bench: SPEC §10, measured in one run on one broker")
+    out.add_column("figure")
+    out.add_column("measured", justify="right")
+    out.add_column("target", justify="right")
+    out.add_column("", justify="center")
+    for ratio in ratios(results):
+        out.add_row(
+            ratio.figure,
+            ratio.shown(ratio.value),
+            f"{'>=' if ratio.at_least else '<='} {ratio.shown(ratio.target)}",
+            "[green]met[/green]" if ratio.met else "[red]missed[/red]",
+        )
+    return out
+
+
+def figures(results: Results) -> Table:
+    """The raw figures behind the ratios."""
+    out = Table(title="measured")
+    out.add_column("scenario")
+    out.add_column("figure", justify="right")
+    noop = results["noop"]
+    for name, label in (
+        ("aiokafka", "1. bare aiokafka loop, no-op"),
+        ("streamproc", "2. streamproc, no-op, one process"),
+        ("faststream", "3. FastStream subscriber, manual ack"),
+    ):
+        out.add_row(label, f"{noop[name]['tasks_per_s']:,.0f} tasks/s")
+    out.add_row("4. streamproc, 20 ms handler, concurrency 256", f"{results['io']['tasks_per_s']:,.0f} tasks/s")
+    priority = results["priority"]
+    out.add_row(
+        "5. high-priority wait p50 / p99, idle",
+        f"{priority['idle_p50_ms']:.1f} / {priority['idle_p99_ms']:.1f} ms",
+    )
+    out.add_row(
+        "   the same, low backlog saturating",
+        f"{priority['saturated_p50_ms']:.1f} / {priority['saturated_p99_ms']:.1f} ms",
+    )
+    out.add_row(
+        "6. streamproc, no-op, two processes", f"{noop['streamproc_two_processes']['tasks_per_s']:,.0f} tasks/s"
+    )
+    retry = results["retry"]
+    out.add_row("7. retry delay error p50 / p99", f"{retry['error_p50_ms']:.0f} / {retry['error_p99_ms']:.0f} ms")
+    memory = results["memory"]
+    out.add_row(f"8. peak RSS, {memory['backlog']:,} backlog", f"{memory['peak_rss_mb']:.0f} MB")
+    return out

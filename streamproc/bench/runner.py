@@ -1,0 +1,189 @@
+"""One benchmark consumer in a process of its own: `python -m streamproc.bench.runner '<Spec JSON>'`.
+
+Each scenario runs its consumers as separate processes, so they share nothing with the process
+that measures them. A runner prints JSON lines on stdout: `progress` (records finished and
+waits sampled so far) every PROGRESS_S, and on SIGTERM a `result`
+with its peak RSS and the samples it was asked to keep (waits of `ping` tasks, retry delay
+errors). The three kinds consume the same records: a bare aiokafka loop (the baseline),
+FastStream's Kafka subscriber, and a streamproc Worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaConsumer
+from pydantic import BaseModel
+
+from streamproc.app import App
+from streamproc.context import TaskContext
+from streamproc.envelope import Envelope
+from streamproc.execution import Outcome
+from streamproc.logs import configure_logging
+from streamproc.routing import Routed
+from streamproc.settings import KafkaSettings
+from streamproc.topology import Topology
+from streamproc.worker import Worker, WorkerConfig
+
+PROGRESS_S = 0.1
+SLEEP_S = 0.02  # the I/O handler's await
+
+
+class Spec(BaseModel):
+    """What one runner process consumes and how."""
+
+    kind: Literal["aiokafka", "faststream", "streamproc"]
+    bootstrap_servers: str
+    topology: Topology
+    group: str
+    topic: str  # the baseline and FastStream read this one topic; a Worker reads all of the topology's
+    concurrency: int = 64
+
+
+app = App()
+
+
+@app.task("noop")
+async def noop(payload: dict[str, Any]) -> None:
+    """Nothing: the framework is what is measured."""
+
+
+@app.task("ping")
+async def ping(payload: dict[str, Any]) -> None:
+    """A high-priority no-op whose wait (enqueued -> started) is kept."""
+
+
+@app.task("io")
+async def io(payload: dict[str, Any]) -> None:
+    """Stands for a call to another service."""
+    await asyncio.sleep(SLEEP_S)
+
+
+@app.task("fail_once", max_retries=1, failure_threshold=None)  # every first attempt fails: no breaker
+async def fail_once(payload: dict[str, Any], ctx: TaskContext) -> None:
+    """Fails its first attempt, so it comes back through the first tier."""
+    if ctx.attempt == 1:
+        raise RuntimeError("first attempt fails on purpose")
+
+
+class Meter:
+    """Counts finished records and keeps the samples of the tasks a scenario looks at."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.ping_waits_ms: list[float] = []
+        self.retry_errors_ms: list[float] = []
+
+    def task_started(self, envelope: Envelope) -> None:
+        now_ms = time.time() * 1000
+        if envelope.task == "ping":
+            self.ping_waits_ms.append(now_ms - envelope.enqueued_at_ms)
+        retry_at = envelope.retry_at_ms
+        if retry_at is not None:
+            self.retry_errors_ms.append(now_ms - retry_at)
+
+    def task_finished(self, envelope: Envelope, outcome: Outcome, routed: Routed) -> None:
+        self.done += 1
+
+
+def emit(event: str, **fields: Any) -> None:
+    sys.stdout.write(json.dumps({"event": event, "t": time.monotonic(), **fields}) + "\n")
+    sys.stdout.flush()
+
+
+def peak_rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+
+
+async def run_aiokafka(spec: Spec, meter: Meter, stop: asyncio.Event) -> None:
+    """The baseline: getmany, a no-op per record, commit after each batch."""
+    consumer = AIOKafkaConsumer(
+        **KafkaSettings(bootstrap_servers=spec.bootstrap_servers).client_kwargs(),
+        group_id=spec.group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    consumer.subscribe([spec.topic])
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=100)
+            for records in batches.values():
+                for _ in records:
+                    meter.done += 1
+            if batches:
+                await consumer.commit()
+    finally:
+        await consumer.stop()
+
+
+async def run_faststream(spec: Spec, meter: Meter, stop: asyncio.Event) -> None:
+    """FastStream's Kafka subscriber (aiokafka underneath), a no-op handler, manual ack."""
+    from faststream import AckPolicy
+    from faststream.kafka import KafkaBroker, KafkaMessage
+
+    broker = KafkaBroker(spec.bootstrap_servers, logger=None)
+
+    @broker.subscriber(spec.topic, group_id=spec.group, auto_offset_reset="earliest", ack_policy=AckPolicy.MANUAL)
+    async def handle(body: dict[str, Any], message: KafkaMessage) -> None:
+        meter.done += 1
+        await message.ack()
+
+    await broker.start()
+    try:
+        await stop.wait()
+    finally:
+        await broker.stop()
+
+
+async def run_streamproc(spec: Spec, meter: Meter, stop: asyncio.Event) -> None:
+    """A Worker of the bench app, as `streamproc worker` runs one (metrics hooks included)."""
+    from streamproc.metrics import Metrics
+
+    config = WorkerConfig(group=spec.group, concurrency=spec.concurrency)
+    settings = KafkaSettings(bootstrap_servers=spec.bootstrap_servers)
+    worker = Worker(app, settings, spec.topology, config, hooks=[Metrics(app.tasks, spec.group), meter])
+    running = asyncio.create_task(worker.run())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
+    worker.stop()
+    stopping.cancel()
+    await running
+
+
+RUNS = {"aiokafka": run_aiokafka, "faststream": run_faststream, "streamproc": run_streamproc}
+
+
+async def main(spec: Spec) -> None:
+    meter, stop = Meter(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+
+    async def report() -> None:
+        while True:
+            emit("progress", done=meter.done, sampled=len(meter.ping_waits_ms) + len(meter.retry_errors_ms))
+            await asyncio.sleep(PROGRESS_S)
+
+    reporting = asyncio.create_task(report())
+    await RUNS[spec.kind](spec, meter, stop)
+    reporting.cancel()
+    emit(
+        "result",
+        done=meter.done,
+        rss_kib=peak_rss_kib(),
+        ping_waits_ms=meter.ping_waits_ms,
+        retry_errors_ms=meter.retry_errors_ms,
+    )
+
+
+if __name__ == "__main__":
+    configure_logging(level="error")  # failed attempts and rebalances are part of the scenarios
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    asyncio.run(main(Spec.model_validate_json(sys.argv[1])))

@@ -1,0 +1,209 @@
+"""The eight scenarios of `streamproc bench`; each prepares its backlog once and returns its figures.
+
+Every consumer runs in a runner process of its own (`runner.py`) with a consumer group of its
+own, so the systems compared read the very same records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from streamproc.bench.harness import Runner, fill, new_topology, percentile, steady_rate, wait_until
+from streamproc.bench.runner import SLEEP_S, Spec
+from streamproc.producer import Producer
+from streamproc.provisioning import apply
+from streamproc.settings import KafkaSettings
+from streamproc.topology import Topology, parse_duration_ms
+
+PARTITIONS = 6
+IO_CONCURRENCY = 256
+Figures = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each scenario gets: `full` for figures, `quick` for a smoke run."""
+
+    noop_backlog: int
+    window_s: float
+    io_backlog: int
+    low_backlog: int  # saturating the worker while pings arrive
+    pings: int
+    ping_rate: float  # per second
+    retries: int
+    tier: str
+    rss_backlog: int
+    rss_drain: int  # records the worker finishes before its peak RSS is read
+
+
+FULL = Sizes(
+    noop_backlog=400_000,
+    window_s=8,
+    io_backlog=150_000,
+    low_backlog=60_000,
+    pings=1000,
+    ping_rate=100,
+    retries=500,
+    tier="1s",
+    rss_backlog=1_000_000,
+    rss_drain=300_000,
+)
+QUICK = Sizes(
+    noop_backlog=60_000,
+    window_s=0.5,
+    io_backlog=5_000,
+    low_backlog=5_000,
+    pings=20,
+    ping_rate=100,
+    retries=20,
+    tier="1s",
+    rss_backlog=5_000,
+    rss_drain=2_000,
+)
+
+
+@dataclass(frozen=True)
+class Bench:
+    settings: KafkaSettings
+    sizes: Sizes
+
+    def spec(
+        self,
+        kind: Literal["aiokafka", "faststream", "streamproc"],
+        topology: Topology,
+        group: str | None = None,
+        concurrency: int = 64,
+    ) -> Spec:
+        return Spec(
+            kind=kind,
+            bootstrap_servers=self.settings.bootstrap_servers,
+            topology=topology,
+            group=group or f"{topology.prefix}-{kind}-{uuid.uuid4().hex[:6]}",
+            topic=topology.intake_topic("normal"),
+            concurrency=concurrency,
+        )
+
+    def rate(self, *specs: Spec, backlog: int) -> Figures:
+        """Tasks/s of runners started together (one group if the specs share it)."""
+        runners = [Runner.start(spec) for spec in specs]
+        try:
+            window = steady_rate(runners, backlog, self.sizes.window_s)
+            return {"tasks_per_s": window.tasks_per_s, "window_s": window.seconds, "full_window": window.full}
+        finally:
+            for runner in runners:
+                runner.stop()
+
+
+async def noop_throughput(bench: Bench) -> dict[str, Figures]:
+    """Scenarios 1, 2, 3 and 6 on one backlog of no-op tasks, each run with a group of its own."""
+    topology = new_topology(PARTITIONS)
+    backlog = bench.sizes.noop_backlog
+    await fill(bench.settings, topology, "noop", backlog)
+    shared = bench.spec("streamproc", topology)
+    return {
+        "aiokafka": bench.rate(bench.spec("aiokafka", topology), backlog=backlog),
+        "streamproc": bench.rate(bench.spec("streamproc", topology), backlog=backlog),
+        "faststream": bench.rate(bench.spec("faststream", topology), backlog=backlog),
+        "streamproc_two_processes": bench.rate(shared, shared, backlog=backlog),
+    }
+
+
+async def io_throughput(bench: Bench) -> Figures:
+    """Scenario 4: a 20 ms await per task at concurrency 256."""
+    topology = new_topology(PARTITIONS)
+    await fill(bench.settings, topology, "io", bench.sizes.io_backlog)
+    spec = bench.spec("streamproc", topology, concurrency=IO_CONCURRENCY)
+    figures = bench.rate(spec, backlog=bench.sizes.io_backlog)
+    return figures | {"concurrency": IO_CONCURRENCY, "ideal_per_s": IO_CONCURRENCY / SLEEP_S}
+
+
+async def _ping_waits(bench: Bench, low_backlog: int) -> list[float]:
+    """Waits (ms) of high-priority no-op tasks submitted at a steady rate, with a low backlog or none."""
+    topology = new_topology(PARTITIONS)
+    if low_backlog:
+        await fill(bench.settings, topology, "io", low_backlog, priority="low")
+    else:
+        await apply(bench.settings, topology)
+    runner = Runner.start(bench.spec("streamproc", topology))
+    try:
+        async with Producer(bench.settings, topology) as producer:
+            if low_backlog:
+                started = time.monotonic()
+                await asyncio.to_thread(
+                    wait_until, lambda: runner.finishing_since(started), 120, "the worker busy", [runner]
+                )
+            else:  # one task through first, so the pings do not wait for the group join
+                await producer.submit("noop", {}, priority="normal")
+                await asyncio.to_thread(wait_until, lambda: runner.done >= 1, 120, "the first task", [runner])
+            interval, begin = 1 / bench.sizes.ping_rate, time.monotonic()
+            for i in range(bench.sizes.pings):
+                await asyncio.sleep(max(0.0, begin + i * interval - time.monotonic()))
+                await producer.submit("ping", {}, priority="high")
+        await asyncio.to_thread(
+            wait_until, lambda: runner.sampled >= bench.sizes.pings, 120, "every ping started", [runner]
+        )
+    finally:
+        result = runner.stop()
+    waits: list[float] = result["ping_waits_ms"]
+    return waits
+
+
+async def priority_wait(bench: Bench) -> Figures:
+    """Scenario 5: high-priority wait alone, then behind a backlog of low tasks that saturates the worker."""
+    idle = await _ping_waits(bench, 0)
+    busy = await _ping_waits(bench, bench.sizes.low_backlog)
+    return {
+        "pings": bench.sizes.pings,
+        "ping_rate": bench.sizes.ping_rate,
+        "idle_p50_ms": percentile(idle, 50),
+        "idle_p99_ms": percentile(idle, 99),
+        "saturated_p50_ms": percentile(busy, 50),
+        "saturated_p99_ms": percentile(busy, 99),
+    }
+
+
+async def retry_delay(bench: Bench) -> Figures:
+    """Scenario 7: how late a retry starts after its `retry-at`, through a short tier."""
+    tier = bench.sizes.tier
+    topology = new_topology(PARTITIONS, tiers=[tier])
+    await apply(bench.settings, topology)
+    runner = Runner.start(bench.spec("streamproc", topology))
+    count = bench.sizes.retries
+    try:
+        async with Producer(bench.settings, topology) as producer:
+            interval, begin = 1 / bench.sizes.ping_rate, time.monotonic()
+            for i in range(count):
+                await asyncio.sleep(max(0.0, begin + i * interval - time.monotonic()))
+                await producer.submit("fail_once", {"n": i})
+        await asyncio.to_thread(wait_until, lambda: runner.sampled >= count, 120, "every retry started", [runner])
+    finally:
+        result = runner.stop()
+    errors: list[float] = result["retry_errors_ms"]
+    return {
+        "retries": len(errors),
+        "tier_ms": parse_duration_ms(tier),
+        "error_p50_ms": percentile(errors, 50),
+        "error_p99_ms": percentile(errors, 99),
+    }
+
+
+async def memory(bench: Bench) -> Figures:
+    """Scenario 8: the worker's peak RSS while it works through a large backlog."""
+    topology = new_topology(PARTITIONS)
+    await fill(bench.settings, topology, "noop", bench.sizes.rss_backlog)
+    runner = Runner.start(bench.spec("streamproc", topology))
+    try:
+        await asyncio.to_thread(
+            wait_until, lambda: runner.done >= bench.sizes.rss_drain, 300, "the worker to drain", [runner]
+        )
+    finally:
+        result = runner.stop()
+    return {
+        "backlog": bench.sizes.rss_backlog,
+        "drained": result["done"],
+        "peak_rss_mb": result["rss_kib"] * 1024 / 1e6,
+    }

@@ -1,0 +1,62 @@
+"""`streamproc bench`: the SPEC §10 figures, each a ratio against a baseline measured in the same run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from streamproc.bench import scenarios
+from streamproc.bench.report import document, figures, machine, table
+from streamproc.cli.demo import demo_broker
+from streamproc.localbroker import KAFKA_VERSION, LocalBroker
+from streamproc.logs import configure_logging
+
+console = Console()
+
+
+async def _run(bench: scenarios.Bench) -> dict[str, Any]:
+    steps = (
+        ("noop", "1-3, 6: no-op throughput: aiokafka, streamproc, FastStream, two streamproc processes"),
+        ("io", "4: 20 ms handler at concurrency 256"),
+        ("priority", "5: high-priority wait, idle and behind a low backlog"),
+        ("retry", "7: retry delay through a short tier"),
+        ("memory", f"8: peak RSS with a {bench.sizes.rss_backlog:,}-task backlog"),
+    )
+    run = {
+        "noop": scenarios.noop_throughput,
+        "io": scenarios.io_throughput,
+        "priority": scenarios.priority_wait,
+        "retry": scenarios.retry_delay,
+        "memory": scenarios.memory,
+    }
+    results: dict[str, Any] = {}
+    for name, what in steps:
+        with console.status(f"scenario {what}"):
+            results[name] = await run[name](bench)
+        console.print(f"done: scenario {what}")
+    return results
+
+
+def bench(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Tiny backlogs: checks the bench runs, not the speed.")
+    ] = False,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the JSON results.")] = Path(
+        "bench.json"
+    ),
+) -> None:
+    """Measure streamproc against a bare aiokafka loop and FastStream on one broker, in one run."""
+    configure_logging(level="warning")
+    settings = demo_broker()
+    local = LocalBroker.from_env().bootstrap_servers == settings.bootstrap_servers
+    broker = f"Apache Kafka {KAFKA_VERSION} (local, KRaft)" if local else settings.bootstrap_servers
+    results = asyncio.run(_run(scenarios.Bench(settings, scenarios.QUICK if quick else scenarios.FULL)))
+    console.print(figures(results))
+    console.print(table(results))
+    output.write_text(json.dumps(document(results, machine(broker), "quick" if quick else "full"), indent=2) + "\n")
+    console.print(f"results written to {output}")

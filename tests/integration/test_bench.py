@@ -1,0 +1,33 @@
+"""`streamproc bench --quick` runs every scenario on the session broker and writes valid JSON.
+
+Speed is not checked here (a quick run's backlogs are tiny): that the figures exist is.
+"""
+
+import json
+from pathlib import Path
+
+from streamproc.bench.scenarios import QUICK
+from tests.helpers import run_cli
+
+
+def test_quick_bench_runs_every_scenario_and_writes_the_ratios(bootstrap: str, tmp_path: Path) -> None:
+    output = tmp_path / "bench.json"
+    result = run_cli("bench", "--quick", "--output", str(output), STREAMPROC_BOOTSTRAP_SERVERS=bootstrap)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SPEC §10" in result.stdout
+
+    document = json.loads(output.read_text())
+    assert document["mode"] == "quick"
+    assert {"cores", "python", "aiokafka", "faststream", "broker"} <= document["machine"].keys()
+    scenarios = document["scenarios"]
+    assert set(scenarios["noop"]) == {"aiokafka", "streamproc", "faststream", "streamproc_two_processes"}
+    assert scenarios["noop"]["streamproc"]["tasks_per_s"] > 0
+    assert scenarios["noop"]["faststream"]["tasks_per_s"] > 0
+    assert scenarios["retry"]["retries"] == QUICK.retries
+    assert scenarios["retry"]["error_p99_ms"] >= 0  # a retry never starts before its retry-at
+    assert scenarios["priority"]["idle_p99_ms"] > 0
+    assert scenarios["memory"]["peak_rss_mb"] > 0
+    ratios = document["ratios"]
+    assert len(ratios) == 7
+    for ratio in ratios:
+        assert {"figure", "value", "target", "at_least", "met"} <= ratio.keys()
