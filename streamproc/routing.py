@@ -84,8 +84,10 @@ class OutcomeRouter:
         self._dlq = topology.dlq_topic
         self._tasks = tasks
         self._producer: AIOKafkaProducer | None = None
+        self._log_successes = False
 
     async def start(self) -> None:
+        self._log_successes = log.is_enabled_for(logging.DEBUG)  # read once: logging is configured by now
         producer = self._new_producer()
         await producer.start()
         self._producer = producer
@@ -106,7 +108,7 @@ class OutcomeRouter:
 
     async def route(self, envelope: Envelope, outcome: Outcome) -> Routed:
         if outcome.result is Result.SUCCEEDED:
-            if log.is_enabled_for(logging.DEBUG):  # spare the hot path the fields nobody logs
+            if self._log_successes:  # spare the hot path the fields nobody logs
                 log.debug("task succeeded", **_task_fields(envelope, outcome))
             return _SUCCEEDED
         if outcome.result is Result.DEAD:
