@@ -1,6 +1,8 @@
 import asyncio
 import threading
 
+import pytest
+
 from streamproc import App, PermanentError, TaskContext
 from streamproc.envelope import Envelope
 from streamproc.execution import Executor, Result, TaskTimeout
@@ -58,3 +60,27 @@ async def test_failures_and_poison_become_outcomes_not_exceptions() -> None:
         assert (outcome.result, outcome.reason) == expected, task
     undecodable = await executor.run(envelope("boom", b"not json"))
     assert (undecodable.result, undecodable.reason) == (Result.DEAD, "undecodable")
+
+
+@app.task("own_timeout", timeout=5)
+async def own_timeout(payload: dict[str, int]) -> None:
+    raise TimeoutError("the upstream call timed out")
+
+
+async def test_a_cancel_that_is_not_a_timeout_propagates() -> None:
+    executor = Executor(app, threads=1)
+    running = asyncio.create_task(executor.run(envelope("hang")))
+    await asyncio.sleep(0)  # the handler is waiting now
+    running.cancel()  # as a revocation or a shutdown does
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    executor.close()
+
+
+async def test_the_handlers_own_timeout_error_is_a_plain_failure_and_the_executor_goes_on() -> None:
+    executor = Executor(app, threads=1)
+    own = await executor.run(envelope("own_timeout"))
+    assert own.result is Result.FAILED and not isinstance(own.error, TaskTimeout)
+    timed_out = await executor.run(envelope("hang"))  # the watchdog still watches after the first call
+    assert isinstance(timed_out.error, TaskTimeout)
+    executor.close()
