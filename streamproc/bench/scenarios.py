@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,7 +34,7 @@ class Sizes:
     io_backlog: int
     low_backlog: int  # saturating the worker while pings arrive
     pings: int
-    ping_rate: float  # per second
+    submit_rate: float  # pings and failing tasks submitted per second
     retries: int
     tier: str
     rss_backlog: int
@@ -46,7 +47,7 @@ FULL = Sizes(
     io_backlog=150_000,
     low_backlog=60_000,
     pings=1000,
-    ping_rate=100,
+    submit_rate=100,
     retries=500,
     tier="1s",
     rss_backlog=1_000_000,
@@ -58,7 +59,7 @@ QUICK = Sizes(
     io_backlog=5_000,
     low_backlog=5_000,
     pings=20,
-    ping_rate=100,
+    submit_rate=100,
     retries=20,
     tier="1s",
     rss_backlog=5_000,
@@ -121,6 +122,14 @@ async def io_throughput(bench: Bench) -> Figures:
     return figures | {"concurrency": IO_CONCURRENCY, "ideal_per_s": IO_CONCURRENCY / SLEEP_S}
 
 
+async def paced(count: int, per_s: float) -> AsyncIterator[int]:
+    """0 to count - 1, each no earlier than its turn at `per_s` a second: a steady stream, not a burst."""
+    begin = time.monotonic()
+    for i in range(count):
+        await asyncio.sleep(max(0.0, begin + i / per_s - time.monotonic()))
+        yield i
+
+
 async def _ping_waits(bench: Bench, low_backlog: int) -> list[float]:
     """Waits (ms) of high-priority no-op tasks submitted at a steady rate, with a low backlog or none."""
     topology = new_topology(PARTITIONS)
@@ -139,9 +148,7 @@ async def _ping_waits(bench: Bench, low_backlog: int) -> list[float]:
             else:  # one task through first, so the pings do not wait for the group join
                 await producer.submit("noop", {}, priority="normal")
                 await asyncio.to_thread(wait_until, lambda: runner.done >= 1, 120, "the first task", [runner])
-            interval, begin = 1 / bench.sizes.ping_rate, time.monotonic()
-            for i in range(bench.sizes.pings):
-                await asyncio.sleep(max(0.0, begin + i * interval - time.monotonic()))
+            async for _ in paced(bench.sizes.pings, bench.sizes.submit_rate):
                 await producer.submit("ping", {}, priority="high")
         await asyncio.to_thread(
             wait_until, lambda: runner.sampled >= bench.sizes.pings, 120, "every ping started", [runner]
@@ -158,7 +165,7 @@ async def priority_wait(bench: Bench) -> Figures:
     busy = await _ping_waits(bench, bench.sizes.low_backlog)
     return {
         "pings": bench.sizes.pings,
-        "ping_rate": bench.sizes.ping_rate,
+        "submit_rate": bench.sizes.submit_rate,
         "idle_p50_ms": percentile(idle, 50),
         "idle_p99_ms": percentile(idle, 99),
         "saturated_p50_ms": percentile(busy, 50),
@@ -175,9 +182,7 @@ async def retry_delay(bench: Bench) -> Figures:
     count = bench.sizes.retries
     try:
         async with Producer(bench.settings, topology) as producer:
-            interval, begin = 1 / bench.sizes.ping_rate, time.monotonic()
-            for i in range(count):
-                await asyncio.sleep(max(0.0, begin + i * interval - time.monotonic()))
+            async for i in paced(count, bench.sizes.submit_rate):
                 await producer.submit("fail_once", {"n": i})
         await asyncio.to_thread(wait_until, lambda: runner.sampled >= count, 120, "every retry started", [runner])
     finally:
