@@ -3,6 +3,7 @@
 Throughput is taken between two samples of the runners' progress lines, once every runner is
 finishing records (so joins and rebalances are over) and before the backlog runs low (so the
 tail, where partitions empty one by one, is left out). With several runners the rates add up.
+Runners stamp their samples with `time.monotonic()`, one clock for every process of a machine.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamproc.admin import admin_client
 from streamproc.bench.runner import Spec
 from streamproc.errors import StreamprocError
 from streamproc.producer import Producer
@@ -31,20 +34,29 @@ PROGRESS_POLL_S = 0.02
 CHUNK = 10_000
 
 
-def new_topology(partitions: int, tiers: Sequence[str] = ("5s",)) -> Topology:
-    """Topics of their own for one scenario, so no scenario sees another's records."""
-    return Topology.model_validate(
+@asynccontextmanager
+async def scenario_topics(
+    settings: KafkaSettings, partitions: int, tiers: Sequence[str] = ("5s",)
+) -> AsyncIterator[Topology]:
+    """Topics of one scenario's own, so it sees no other's records; deleted after it, so repeated
+    runs do not fill the broker's disk (a full run writes about 1.6 million records)."""
+    topology = Topology.model_validate(
         {
             "prefix": f"bench-{uuid.uuid4().hex[:8]}",
             "intake": {"partitions": partitions},
             "tiers": {"delays": list(tiers), "partitions": partitions},
         }
     )
+    await apply(settings, topology)
+    try:
+        yield topology
+    finally:
+        async with admin_client(settings) as client:
+            await client.delete_topics([spec.name for spec in topology.managed_topics()])
 
 
 async def fill(settings: KafkaSettings, topology: Topology, task: str, count: int, priority: str = "normal") -> None:
     """Submit `count` tasks with small distinct payloads, keyless so they spread over the partitions."""
-    await apply(settings, topology)
     async with Producer(settings, topology) as producer:
         for start in range(0, count, CHUNK):
             await producer.submit_many(

@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from streamproc.bench.harness import Runner, fill, new_topology, percentile, steady_rate, wait_until
+from streamproc.bench.harness import Runner, fill, percentile, scenario_topics, steady_rate, wait_until
 from streamproc.bench.runner import SLEEP_S, Spec
 from streamproc.producer import Producer
-from streamproc.provisioning import apply
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology, parse_duration_ms
 
@@ -88,6 +88,9 @@ class Bench:
             concurrency=concurrency,
         )
 
+    def topics(self, tiers: Sequence[str] = ("5s",)) -> AbstractAsyncContextManager[Topology]:
+        return scenario_topics(self.settings, PARTITIONS, tiers)
+
     def rate(self, *specs: Spec, backlog: int) -> Figures:
         """Tasks/s of runners started together (one group if the specs share it)."""
         runners = [Runner.start(spec) for spec in specs]
@@ -101,24 +104,24 @@ class Bench:
 
 async def noop_throughput(bench: Bench) -> dict[str, Figures]:
     """Scenarios 1, 2, 3 and 6 on one backlog of no-op tasks, each run with a group of its own."""
-    topology = new_topology(PARTITIONS)
     backlog = bench.sizes.noop_backlog
-    await fill(bench.settings, topology, "noop", backlog)
-    shared = bench.spec("streamproc", topology)
-    return {
-        "aiokafka": bench.rate(bench.spec("aiokafka", topology), backlog=backlog),
-        "streamproc": bench.rate(bench.spec("streamproc", topology), backlog=backlog),
-        "faststream": bench.rate(bench.spec("faststream", topology), backlog=backlog),
-        "streamproc_two_processes": bench.rate(shared, shared, backlog=backlog),
-    }
+    async with bench.topics() as topology:
+        await fill(bench.settings, topology, "noop", backlog)
+        shared = bench.spec("streamproc", topology)
+        return {
+            "aiokafka": bench.rate(bench.spec("aiokafka", topology), backlog=backlog),
+            "streamproc": bench.rate(bench.spec("streamproc", topology), backlog=backlog),
+            "faststream": bench.rate(bench.spec("faststream", topology), backlog=backlog),
+            "streamproc_two_processes": bench.rate(shared, shared, backlog=backlog),
+        }
 
 
 async def io_throughput(bench: Bench) -> Figures:
     """Scenario 4: a 20 ms await per task at concurrency 256."""
-    topology = new_topology(PARTITIONS)
-    await fill(bench.settings, topology, "io", bench.sizes.io_backlog)
-    spec = bench.spec("streamproc", topology, concurrency=IO_CONCURRENCY)
-    figures = bench.rate(spec, backlog=bench.sizes.io_backlog)
+    async with bench.topics() as topology:
+        await fill(bench.settings, topology, "io", bench.sizes.io_backlog)
+        spec = bench.spec("streamproc", topology, concurrency=IO_CONCURRENCY)
+        figures = bench.rate(spec, backlog=bench.sizes.io_backlog)
     return figures | {"concurrency": IO_CONCURRENCY, "ideal_per_s": IO_CONCURRENCY / SLEEP_S}
 
 
@@ -132,29 +135,26 @@ async def paced(count: int, per_s: float) -> AsyncIterator[int]:
 
 async def _ping_waits(bench: Bench, low_backlog: int) -> list[float]:
     """Waits (ms) of high-priority no-op tasks submitted at a steady rate, with a low backlog or none."""
-    topology = new_topology(PARTITIONS)
-    if low_backlog:
+    async with bench.topics() as topology:
         await fill(bench.settings, topology, "io", low_backlog, priority="low")
-    else:
-        await apply(bench.settings, topology)
-    runner = Runner.start(bench.spec("streamproc", topology))
-    try:
-        async with Producer(bench.settings, topology) as producer:
-            if low_backlog:
-                started = time.monotonic()
-                await asyncio.to_thread(
-                    wait_until, lambda: runner.finishing_since(started), 120, "the worker busy", [runner]
-                )
-            else:  # one task through first, so the pings do not wait for the group join
-                await producer.submit("noop", {}, priority="normal")
-                await asyncio.to_thread(wait_until, lambda: runner.done >= 1, 120, "the first task", [runner])
-            async for _ in paced(bench.sizes.pings, bench.sizes.submit_rate):
-                await producer.submit("ping", {}, priority="high")
-        await asyncio.to_thread(
-            wait_until, lambda: runner.sampled >= bench.sizes.pings, 120, "every ping started", [runner]
-        )
-    finally:
-        result = runner.stop()
+        runner = Runner.start(bench.spec("streamproc", topology))
+        try:
+            async with Producer(bench.settings, topology) as producer:
+                if low_backlog:
+                    started = time.monotonic()
+                    await asyncio.to_thread(
+                        wait_until, lambda: runner.finishing_since(started), 120, "the worker busy", [runner]
+                    )
+                else:  # one task through first, so the pings do not wait for the group join
+                    await producer.submit("noop", {}, priority="normal")
+                    await asyncio.to_thread(wait_until, lambda: runner.done >= 1, 120, "the first task", [runner])
+                async for _ in paced(bench.sizes.pings, bench.sizes.submit_rate):
+                    await producer.submit("ping", {}, priority="high")
+            await asyncio.to_thread(
+                wait_until, lambda: runner.sampled >= bench.sizes.pings, 120, "every ping started", [runner]
+            )
+        finally:
+            result = runner.stop()
     waits: list[float] = result["ping_waits_ms"]
     return waits
 
@@ -175,18 +175,16 @@ async def priority_wait(bench: Bench) -> Figures:
 
 async def retry_delay(bench: Bench) -> Figures:
     """Scenario 7: how late a retry starts after its `retry-at`, through a short tier."""
-    tier = bench.sizes.tier
-    topology = new_topology(PARTITIONS, tiers=[tier])
-    await apply(bench.settings, topology)
-    runner = Runner.start(bench.spec("streamproc", topology))
-    count = bench.sizes.retries
-    try:
-        async with Producer(bench.settings, topology) as producer:
-            async for i in paced(count, bench.sizes.submit_rate):
-                await producer.submit("fail_once", {"n": i})
-        await asyncio.to_thread(wait_until, lambda: runner.sampled >= count, 120, "every retry started", [runner])
-    finally:
-        result = runner.stop()
+    tier, count = bench.sizes.tier, bench.sizes.retries
+    async with bench.topics(tiers=[tier]) as topology:
+        runner = Runner.start(bench.spec("streamproc", topology))
+        try:
+            async with Producer(bench.settings, topology) as producer:
+                async for i in paced(count, bench.sizes.submit_rate):
+                    await producer.submit("fail_once", {"n": i})
+            await asyncio.to_thread(wait_until, lambda: runner.sampled >= count, 120, "every retry started", [runner])
+        finally:
+            result = runner.stop()
     errors: list[float] = result["retry_errors_ms"]
     return {
         "retries": len(errors),
@@ -198,15 +196,15 @@ async def retry_delay(bench: Bench) -> Figures:
 
 async def memory(bench: Bench) -> Figures:
     """Scenario 8: the worker's peak RSS while it works through a large backlog."""
-    topology = new_topology(PARTITIONS)
-    await fill(bench.settings, topology, "noop", bench.sizes.rss_backlog)
-    runner = Runner.start(bench.spec("streamproc", topology))
-    try:
-        await asyncio.to_thread(
-            wait_until, lambda: runner.done >= bench.sizes.rss_drain, 300, "the worker to drain", [runner]
-        )
-    finally:
-        result = runner.stop()
+    async with bench.topics() as topology:
+        await fill(bench.settings, topology, "noop", bench.sizes.rss_backlog)
+        runner = Runner.start(bench.spec("streamproc", topology))
+        try:
+            await asyncio.to_thread(
+                wait_until, lambda: runner.done >= bench.sizes.rss_drain, 300, "the worker to drain", [runner]
+            )
+        finally:
+            result = runner.stop()
     return {
         "backlog": bench.sizes.rss_backlog,
         "drained": result["done"],

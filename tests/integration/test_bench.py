@@ -3,18 +3,34 @@
 Speed is not checked here (a quick run's backlogs are tiny): that the figures exist is.
 """
 
+import asyncio
 import json
+import time
 from pathlib import Path
 
+from streamproc.admin import admin_client
 from streamproc.bench.scenarios import QUICK
+from streamproc.settings import KafkaSettings
 from tests.helpers import run_cli
 
 
-def test_quick_bench_runs_every_scenario_and_writes_the_ratios(bootstrap: str, tmp_path: Path) -> None:
+async def topic_names(settings: KafkaSettings) -> set[str]:
+    async with admin_client(settings) as client:
+        return set(await client.list_topics())
+
+
+def test_quick_bench_runs_every_scenario_and_writes_the_ratios(
+    bootstrap: str, kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    before = asyncio.run(topic_names(kafka_settings))
     output = tmp_path / "bench.json"
     result = run_cli("bench", "--quick", "--output", str(output), STREAMPROC_BOOTSTRAP_SERVERS=bootstrap)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SPEC §10" in result.stdout
+    deadline = time.monotonic() + 30  # each scenario deleted its topics; the metadata follows shortly
+    while (left := asyncio.run(topic_names(kafka_settings)) - before) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"the bench left topics behind: {sorted(left)}"
 
     document = json.loads(output.read_text())
     assert document["mode"] == "quick"
