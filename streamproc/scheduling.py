@@ -69,9 +69,9 @@ class Scheduler(Generic[T]):
         else:
             lane.waiting.append(job)
 
-    def pop(self) -> Job[T] | None:
-        """The next job to start, marked started; None when every buffered job waits for its lane."""
-        for queue in self._ready:
+    def pop(self, max_rank: int | None = None) -> Job[T] | None:
+        """The next job to start (of rank <= `max_rank` if given), marked started; None when none may."""
+        for queue in self._ready if max_rank is None else self._ready[: max_rank + 1]:
             if queue:
                 job = queue.popleft()
                 job.started = True

@@ -64,6 +64,15 @@ class WorkerConfig:
     shutdown_timeout: float = 30.0  # also bounds the wait for running tasks on revocation
     commit_interval: float = 1.0
     sync_threads: int = 16
+    # Slots only the highest priority may take, so its tasks start at once on a worker saturated
+    # by lower ones; None: one in 64, at least one from concurrency 8.
+    reserved_slots: int | None = None
+
+    @property
+    def top_priority_slots(self) -> int:
+        if self.reserved_slots is not None:
+            return min(self.reserved_slots, self.concurrency - 1)
+        return max(1, self.concurrency // 64) if self.concurrency >= 8 else 0
 
 
 class TaskHooks(Protocol):
@@ -303,6 +312,7 @@ class Worker:
 
     async def _dispatch_loop(self) -> None:
         concurrency = self.config.concurrency
+        shared = concurrency - self.config.top_priority_slots  # slots any priority may take
         while True:
             now = time.monotonic()
             for job in self._delayed.pop_due(now):
@@ -311,7 +321,7 @@ class Worker:
                 if self._parked and (cleared := self._parked.pop_due(now, limit=1)):
                     self._start(cleared[0])
                     continue
-                popped = self._scheduler.pop()
+                popped = self._scheduler.pop(max_rank=None if self._in_flight < shared else 0)
                 if popped is None:
                     break
                 limiter = self._limiters.get(popped.item.task or "") if self._limiters else None

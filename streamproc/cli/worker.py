@@ -38,6 +38,14 @@ def worker(
     shutdown_timeout: Annotated[
         float, typer.Option("--shutdown-timeout", min=0, help="Seconds running tasks get to finish on stop.")
     ] = _DEFAULTS.shutdown_timeout,
+    reserved_slots: Annotated[
+        int | None,
+        typer.Option(
+            "--reserved-slots",
+            min=0,
+            help="Slots only the highest priority may take (default: 1 in 64, at least 1 from concurrency 8).",
+        ),
+    ] = None,
     metrics_port: MetricsPort = DEFAULT_METRICS_PORT,
     file: TopicsFile = None,
     bootstrap_servers: BootstrapServers = None,
@@ -46,7 +54,12 @@ def worker(
     configure_logging()
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     config = WorkerConfig(
-        group=group, concurrency=concurrency, prefetch=prefetch, ordering=ordering, shutdown_timeout=shutdown_timeout
+        group=group,
+        concurrency=concurrency,
+        prefetch=prefetch,
+        ordering=ordering,
+        shutdown_timeout=shutdown_timeout,
+        reserved_slots=reserved_slots,
     )
     handlers = load_app(app)
     metrics = Metrics(handlers.tasks, group)

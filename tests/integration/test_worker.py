@@ -88,6 +88,27 @@ async def test_high_priority_starts_before_a_waiting_low_backlog(
     assert all(s.startswith("low") for s in started[11:])
 
 
+async def test_a_reserved_slot_starts_a_high_task_on_a_worker_saturated_by_low_ones(
+    kafka_settings: KafkaSettings, topology: Topology
+) -> None:
+    await provisioning.apply(kafka_settings, topology)
+    config = WorkerConfig(group=f"{topology.prefix}-g", concurrency=8, ordering=Ordering.UNORDERED)
+    assert config.top_priority_slots == 1
+    async with (
+        Producer(kafka_settings, topology) as producer,
+        running(Worker(app, kafka_settings, topology, config)) as worker,
+    ):
+        await producer.submit_many("step", [{"label": f"low{i}", "gate": "low"} for i in range(20)], priority="low")
+        await until(lambda: worker.in_flight == 7 and worker.waiting == 13, what="7 low tasks holding 7 slots")
+        await producer.submit_many("step", [{"label": "normal", "gate": "low"}], priority="normal")
+        await producer.submit("step", {"label": "high"}, priority="high")
+        await until(lambda: "high" in labels("end"), what="the high task, in the reserved slot")
+        assert "normal" not in labels("start")  # the reserved slot is the top priority's only
+        assert worker.in_flight == 7
+        worker_app.gates["low"].set()
+        await until(lambda: len(labels("end")) == 22, what="every task")
+
+
 async def test_key_ordering_serialises_a_key_and_runs_keys_concurrently(
     kafka_settings: KafkaSettings, topology: Topology
 ) -> None:

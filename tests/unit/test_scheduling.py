@@ -27,6 +27,18 @@ def test_highest_priority_starts_first_oldest_first_within_a_priority() -> None:
     assert drain(s) == ["high-0-0", "high-1-5", "normal-0-0", "low-0-0", "low-0-1", "low-0-2"]
 
 
+def test_pop_up_to_a_rank_leaves_lower_priorities_waiting() -> None:
+    s: Scheduler[str] = Scheduler(ranks=3)
+    s.add(job("low", 0, 0, LOW, None, Ordering.UNORDERED))
+    assert s.pop(max_rank=HIGH) is None
+    s.add(job("high", 0, 0, HIGH, None, Ordering.UNORDERED))
+    popped = s.pop(max_rank=HIGH)
+    assert popped is not None and popped.item == "high-0-0"
+    assert s.waiting == 1
+    popped = s.pop()
+    assert popped is not None and popped.item == "low-0-0"
+
+
 def test_key_ordering_runs_one_task_of_a_key_at_a_time_in_offset_order() -> None:
     s: Scheduler[str] = Scheduler(ranks=1)
     for o, key in enumerate([b"a", b"a", b"b", b"a"]):
