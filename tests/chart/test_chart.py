@@ -326,6 +326,11 @@ def test_worker_runs_the_app_with_its_flags_and_the_mounted_topics_file() -> Non
     assert "topics.yaml" in topics_configmap(objects)["data"]
 
 
+def test_reserved_slots_are_the_workers_default_unless_set() -> None:
+    assert "--reserved-slots" not in flags_of(worker_container(render()))
+    assert flags_of(worker_container(render({"worker": {"reservedSlots": 0}})))["--reserved-slots"] == "0"
+
+
 def test_worker_is_non_root_with_a_read_only_root_and_no_capabilities() -> None:
     objects = render()
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
