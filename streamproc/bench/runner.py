@@ -26,6 +26,7 @@ from streamproc.context import TaskContext
 from streamproc.envelope import Envelope
 from streamproc.execution import Outcome
 from streamproc.logs import configure_logging
+from streamproc.metrics import Metrics
 from streamproc.routing import Routed
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
@@ -126,6 +127,7 @@ async def run_aiokafka(spec: Spec, meter: Meter, stop: asyncio.Event) -> None:
 
 async def run_faststream(spec: Spec, meter: Meter, stop: asyncio.Event) -> None:
     """FastStream's Kafka subscriber (aiokafka underneath), a no-op handler, manual ack."""
+    # Imported here: FastStream is the `bench` extra, not a dependency of the worker.
     from faststream import AckPolicy
     from faststream.kafka import KafkaBroker, KafkaMessage
 
@@ -145,8 +147,6 @@ async def run_faststream(spec: Spec, meter: Meter, stop: asyncio.Event) -> None:
 
 async def run_streamproc(spec: Spec, meter: Meter, stop: asyncio.Event) -> None:
     """A Worker of the bench app, as `streamproc worker` runs one (metrics hooks included)."""
-    from streamproc.metrics import Metrics
-
     config = WorkerConfig(group=spec.group, concurrency=spec.concurrency)
     settings = KafkaSettings(bootstrap_servers=spec.bootstrap_servers)
     worker = Worker(app, settings, spec.topology, config, hooks=[Metrics(app.tasks, spec.group), meter])
