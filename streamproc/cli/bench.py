@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,6 +14,7 @@ from rich.console import Console
 from streamproc.bench import scenarios
 from streamproc.bench.report import document, figures, machine, table
 from streamproc.cli.demo import demo_broker
+from streamproc.errors import StreamprocError
 from streamproc.localbroker import KAFKA_VERSION, LocalBroker
 from streamproc.logs import configure_logging
 
@@ -51,6 +53,8 @@ def bench(
     ),
 ) -> None:
     """Measure streamproc against a bare aiokafka loop and FastStream on one broker, in one run."""
+    if importlib.util.find_spec("faststream") is None:
+        raise StreamprocError("streamproc bench compares against FastStream: pip install 'streamproc[bench]'")
     configure_logging(level="warning")
     settings = demo_broker()
     local = LocalBroker.from_env().bootstrap_servers == settings.bootstrap_servers
