@@ -68,6 +68,17 @@ class Envelope:
         """When a tier record's next attempt is due (ms since epoch)."""
         return int_header(self.headers, RETRY_AT, 0) or None
 
+    def log_fields(self) -> dict[str, object]:
+        """The task fields of SPEC §7 every task log event carries (routing adds duration and outcome)."""
+        return {
+            "task": self.task,
+            "task_id": self.task_id,
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "attempt": self.attempt,
+        }
+
 
 def decode_headers(raw: Iterable[tuple[str, bytes]] | None) -> dict[str, str]:
     """A record's headers as text; undecodable bytes are replaced, never fatal."""

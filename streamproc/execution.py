@@ -102,14 +102,7 @@ class Executor:
             key=envelope.key,
             headers=envelope.headers,
             enqueued_at=envelope.enqueued_at_ms,
-            log=log.bind(
-                task=task.name,
-                task_id=envelope.task_id,
-                topic=envelope.topic,
-                partition=envelope.partition,
-                offset=envelope.offset,
-                attempt=envelope.attempt,
-            ),
+            log=log.bind(**envelope.log_fields()),
         )
 
     async def _call(self, task: Task[Any, Any], args: tuple[Any, ...]) -> None:

@@ -223,13 +223,7 @@ class OutcomeRouter:
 
 def _task_fields(envelope: Envelope, outcome: Outcome) -> dict[str, object]:
     """The task fields of SPEC §7 that every task event carries."""
-    return {
-        "task": envelope.task,
-        "task_id": envelope.task_id,
-        "topic": envelope.topic,
-        "partition": envelope.partition,
-        "offset": envelope.offset,
-        "attempt": envelope.attempt,
+    return envelope.log_fields() | {
         "duration_ms": round(outcome.duration_s * 1000, 3),
         "outcome": outcome.result.value,
     }
