@@ -6,11 +6,13 @@ import logging
 import sys
 
 import typer
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaError
 from rich.console import Console
 
 from streamproc.cli import bench, broker, demo, dlq, lag, submit, topics, worker
+from streamproc.connection_errors import explain
 from streamproc.errors import StreamprocError
+from streamproc.settings import last_read
 
 app = typer.Typer(
     name="streamproc",
@@ -46,8 +48,6 @@ def main() -> None:
     except (StreamprocError, KafkaError, OSError) as exc:
         if _debug:
             raise
-        message = str(exc)
-        if isinstance(exc, KafkaConnectionError):
-            message = f"cannot reach Kafka ({exc}): run `streamproc broker start` or set STREAMPROC_BOOTSTRAP_SERVERS"
+        message = explain(exc, last_read())
         Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
         sys.exit(1)

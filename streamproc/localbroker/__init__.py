@@ -4,6 +4,11 @@ The broker's jars come from Maven Central through `mvn dependency:copy-dependenc
 `pom.xml` beside this file and are cached under `STREAMPROC_HOME` (default
 `~/.cache/streamproc`), so only the first start pays for the download. The broker runs with the
 machine's JDK; its pid file lets `stop` end exactly the process `start` launched.
+
+`start(secure=True)` adds a SASL_SSL listener (SCRAM-SHA-512) on port + 2 beside the PLAINTEXT
+one, so the security settings and their error messages can be tried without a real cluster. It
+keeps its own storage (`secure/data` in the run dir): the SCRAM user is written when the storage
+is formatted, which KRaft allows without any admin tool, and the plain broker's data is left alone.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -24,6 +30,7 @@ from pathlib import Path
 
 from streamproc.admin import broker_answers
 from streamproc.errors import StreamprocError
+from streamproc.localbroker.certs import ensure_certificates
 from streamproc.settings import KafkaSettings
 
 KAFKA_VERSION = "4.4.0"
@@ -35,10 +42,10 @@ SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}{secure_listener}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}{secure_listener}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
 inter.broker.listener.name=PLAINTEXT
 log.dirs={data_dir}
 num.partitions=1
@@ -52,6 +59,21 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 log.retention.hours=24
 log.segment.bytes=67108864
+"""
+
+SASL_MECHANISM = "SCRAM-SHA-512"
+SASL_USERNAME = "streamproc"
+
+# The SASL_SSL listener: only SCRAM-SHA-512, PEM key and trust stores (an unencrypted key, so no
+# key password), and no client certificates. No authorizer: an authenticated user may do anything.
+SECURE_PROPERTIES = """\
+sasl.enabled.mechanisms={mechanism}
+listener.name.sasl_ssl.{mechanism_lower}.sasl.jaas.config={login_module} required;
+ssl.keystore.type=PEM
+ssl.keystore.location={keystore}
+ssl.truststore.type=PEM
+ssl.truststore.location={ca_file}
+ssl.client.auth=none
 """
 
 
@@ -102,6 +124,16 @@ class LocalBroker:
         return self.home / f"broker-{self.port}"
 
     @property
+    def sasl_port(self) -> int:
+        """The SASL_SSL listener's port when started with `secure=True`."""
+        return self.port + 2
+
+    @property
+    def secure_dir(self) -> Path:
+        """The secure broker's certificates, SCRAM password and storage."""
+        return self.run_dir / "secure"
+
+    @property
     def pid_file(self) -> Path:
         return self.run_dir / "broker.pid"
 
@@ -121,6 +153,45 @@ class LocalBroker:
             return None
         config = str(self.run_dir / "server.properties").encode()
         return pid if MAIN_CLASS.encode() in cmdline and config in cmdline else None
+
+    def runs_secure(self) -> bool:
+        """True when the broker was last started (or runs) with the SASL_SSL listener."""
+        try:
+            return "SASL_SSL://" in (self.run_dir / "server.properties").read_text()
+        except FileNotFoundError:
+            return False
+
+    def sasl_password(self) -> str:
+        """The SCRAM user's password, made once per run dir (the storage keeps its hash)."""
+        path = self.secure_dir / "sasl-password"
+        if not path.exists():
+            self.secure_dir.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_hex(16))
+        return path.read_text().strip()
+
+    def secure_env(self) -> dict[str, str]:
+        """The `STREAMPROC_*` variables that connect a client through the SASL_SSL listener."""
+        settings = self.secure_settings()
+        return {
+            "STREAMPROC_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "STREAMPROC_SECURITY_PROTOCOL": settings.security_protocol,
+            "STREAMPROC_SASL_MECHANISM": SASL_MECHANISM,
+            "STREAMPROC_SASL_USERNAME": SASL_USERNAME,
+            "STREAMPROC_SASL_PASSWORD": self.sasl_password(),
+            "STREAMPROC_SSL_CAFILE": str(self.secure_dir / "ca.pem"),
+        }
+
+    def secure_settings(self) -> KafkaSettings:
+        """How a client connects through the SASL_SSL listener (what `secure_env` exports)."""
+        return KafkaSettings(
+            bootstrap_servers=f"127.0.0.1:{self.sasl_port}",
+            security_protocol="SASL_SSL",
+            sasl_mechanism=SASL_MECHANISM,
+            sasl_username=SASL_USERNAME,
+            sasl_password=self.sasl_password(),
+            ssl_cafile=str(self.secure_dir / "ca.pem"),
+        )
 
     def ensure_jars(self) -> bool:
         """Resolve the broker's jars into the cache once; True when they had to be downloaded."""
@@ -170,12 +241,15 @@ class LocalBroker:
             *args,
         ]
 
-    def _format_storage(self, java: str, config: Path) -> None:
-        if (self.run_dir / "data" / "meta.properties").exists():
+    def _format_storage(self, java: str, config: Path, secure: bool) -> None:
+        if (self._data_dir(secure) / "meta.properties").exists():
             return
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        args = ["format", "-t", cluster_id, "-c", str(config)]
+        if secure:
+            args += ["--add-scram", f"{SASL_MECHANISM}=[name={SASL_USERNAME},password={self.sasl_password()}]"]
         proc = subprocess.run(
-            self._java(java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+            self._java(java, "kafka.tools.StorageTool", *args),
             capture_output=True,
             text=True,
             check=False,
@@ -183,27 +257,51 @@ class LocalBroker:
         if proc.returncode != 0:
             raise StreamprocError(f"formatting the broker storage failed: {proc.stderr.strip() or proc.stdout.strip()}")
 
-    def start(self, timeout: float = 90.0) -> StartResult:
-        """Start the broker unless it already runs, and wait until it answers metadata requests."""
+    def _data_dir(self, secure: bool) -> Path:
+        return self.secure_dir / "data" if secure else self.run_dir / "data"
+
+    def _write_config(self, secure: bool) -> Path:
+        config = self.run_dir / "server.properties"
+        text = SERVER_PROPERTIES.format(
+            port=self.port,
+            controller_port=self.controller_port,
+            data_dir=self._data_dir(secure),
+            secure_listener=f",SASL_SSL://127.0.0.1:{self.sasl_port}" if secure else "",
+        )
+        if secure:
+            certs = ensure_certificates(self.secure_dir, f"port {self.port}")
+            text += SECURE_PROPERTIES.format(
+                mechanism=SASL_MECHANISM,
+                mechanism_lower=SASL_MECHANISM.lower(),
+                login_module="org.apache.kafka.common.security.scram.ScramLoginModule",
+                keystore=certs.keystore_file,
+                ca_file=certs.ca_file,
+            )
+        config.write_text(text)
+        return config
+
+    def start(self, timeout: float = 90.0, secure: bool = False) -> StartResult:
+        """Start the broker unless it already runs, and wait until it answers metadata requests
+        (with `secure`, on the SASL_SSL listener too)."""
         begin = time.monotonic()
         pid = self.running_pid()
         if pid is not None:
+            if secure and not self.runs_secure():
+                raise StreamprocError(
+                    f"the broker on port {self.port} runs without --secure: `streamproc broker stop` it first"
+                )
             return StartResult(pid, already_running=True, seconds=0.0)
         java = _require("java", "a JDK 17 or newer (e.g. `apt-get install openjdk-17-jdk-headless`)")
-        if _port_open(self.port) or _port_open(self.controller_port):
+        ports = [self.port, self.controller_port, *([self.sasl_port] if secure else [])]
+        if any(_port_open(port) for port in ports):
             raise StreamprocError(
-                f"port {self.port} or {self.controller_port} is taken by another process; "
+                f"one of ports {', '.join(map(str, ports))} is taken by another process; "
                 "stop it or set STREAMPROC_BROKER_PORT"
             )
         self.ensure_jars()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        config = self.run_dir / "server.properties"
-        config.write_text(
-            SERVER_PROPERTIES.format(
-                port=self.port, controller_port=self.controller_port, data_dir=self.run_dir / "data"
-            )
-        )
-        self._format_storage(java, config)
+        config = self._write_config(secure)
+        self._format_storage(java, config, secure)
         with self.log_file.open("ab") as log:
             proc = subprocess.Popen(
                 self._java(java, MAIN_CLASS, str(config), heap="1g"),
@@ -213,8 +311,12 @@ class LocalBroker:
                 start_new_session=True,
             )
         self.pid_file.write_text(str(proc.pid))
-        settings = KafkaSettings(bootstrap_servers=self.bootstrap_servers)
-        while not (_port_open(self.port) and asyncio.run(broker_answers(settings, within_s=2.0))):
+        probes = [KafkaSettings(bootstrap_servers=self.bootstrap_servers)]
+        if secure:
+            probes.append(self.secure_settings())
+        while not (
+            _port_open(self.port) and all(asyncio.run(broker_answers(settings, within_s=2.0)) for settings in probes)
+        ):
             if proc.poll() is not None:
                 self.pid_file.unlink(missing_ok=True)
                 raise StreamprocError(f"the broker exited with code {proc.returncode}; see {self.log_file}")
