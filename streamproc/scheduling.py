@@ -10,6 +10,7 @@ key. Among jobs free to start, the highest priority starts first, oldest first w
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ class Job(Generic[T]):
     lane: Hashable | None
     item: T
     started: bool = False
+    arrival: int = 0  # set by `Scheduler.add`: the job's place in the oldest-first order
 
 
 @dataclass(slots=True)
@@ -53,11 +55,15 @@ class Scheduler(Generic[T]):
     """Buffered jobs, waiting for a concurrency slot and for their lane."""
 
     def __init__(self, ranks: int) -> None:
-        self._ready: list[deque[Job[T]]] = [deque() for _ in range(ranks)]
+        self._ready: list[deque[Job[T]]] = [deque() for _ in range(ranks)]  # in arrival order
+        self._released: list[list[tuple[int, Job[T]]]] = [[] for _ in range(ranks)]  # heaps by arrival
         self._lanes: dict[Hashable, _Lane[T]] = {}
         self._buffered: dict[Partition, int] = {}
+        self._arrivals = 0
 
     def add(self, job: Job[T]) -> None:
+        self._arrivals += 1
+        job.arrival = self._arrivals
         self._buffered[job.partition] = self._buffered.get(job.partition, 0) + 1
         if job.lane is None:
             self._ready[job.rank].append(job)
@@ -71,12 +77,18 @@ class Scheduler(Generic[T]):
 
     def pop(self, max_rank: int | None = None) -> Job[T] | None:
         """The next job to start (of rank <= `max_rank` if given), marked started; None when none may."""
-        for queue in self._ready if max_rank is None else self._ready[: max_rank + 1]:
-            if queue:
+        ranks = len(self._ready) if max_rank is None else max_rank + 1
+        for rank in range(ranks):
+            queue, released = self._ready[rank], self._released[rank]
+            if released and (not queue or released[0][0] < queue[0].arrival):
+                job = heapq.heappop(released)[1]
+            elif queue:
                 job = queue.popleft()
-                job.started = True
-                self._buffered[job.partition] -= 1
-                return job
+            else:
+                continue
+            job.started = True
+            self._buffered[job.partition] -= 1
+            return job
         return None
 
     def done(self, job: Job[T]) -> None:
@@ -87,8 +99,8 @@ class Scheduler(Generic[T]):
     def _pass_lane(self, key: Hashable) -> None:
         lane = self._lanes[key]
         if lane.waiting:
-            lane.holder = lane.waiting.popleft()
-            self._ready[lane.holder.rank].append(lane.holder)
+            holder = lane.holder = lane.waiting.popleft()
+            heapq.heappush(self._released[holder.rank], (holder.arrival, holder))
         else:
             del self._lanes[key]
 
@@ -109,6 +121,11 @@ class Scheduler(Generic[T]):
             kept = deque(job for job in queue if job.partition not in gone)
             dropped += len(queue) - len(kept)
             self._ready[rank] = kept
+        for rank, released in enumerate(self._released):
+            kept_released = [entry for entry in released if entry[1].partition not in gone]
+            dropped += len(released) - len(kept_released)
+            heapq.heapify(kept_released)
+            self._released[rank] = kept_released
         for key, lane in list(self._lanes.items()):
             kept_waiting = deque(job for job in lane.waiting if job.partition not in gone)
             dropped += len(lane.waiting) - len(kept_waiting)

@@ -1,3 +1,6 @@
+from hypothesis import given
+from hypothesis import strategies as st
+
 from streamproc.scheduling import Job, Ordering, Scheduler
 
 HIGH, NORMAL, LOW = 0, 1, 2
@@ -109,3 +112,64 @@ def test_drop_keeps_a_running_lane_holder_until_it_is_done() -> None:
     assert s.pop() is None  # the key is still busy
     s.done(running)
     assert drain(s) == ["t-1-0"]
+
+
+def test_a_keys_next_task_keeps_its_place_ahead_of_later_arrivals() -> None:
+    """When a key's running task finishes, its next task starts before every task fetched after it
+    (sending it to the back of the queue held its partition's commit for the whole buffer)."""
+    s: Scheduler[str] = Scheduler(ranks=1)
+    s.add(job("t", 0, 0, 0, b"a", Ordering.KEY))
+    s.add(job("t", 0, 1, 0, b"a", Ordering.KEY))
+    for o in range(2, 6):
+        s.add(job("t", 0, o, 0, None, Ordering.KEY))
+    first = s.pop()
+    assert first is not None and first.item == "t-0-0"
+    early = s.pop()  # t-0-1 waits for its key, so the oldest free job starts
+    assert early is not None and early.item == "t-0-2"
+    s.done(first)
+    assert drain(s) == ["t-0-1", "t-0-3", "t-0-4", "t-0-5"]
+
+
+def test_released_jobs_are_dropped_with_their_partition() -> None:
+    s: Scheduler[str] = Scheduler(ranks=1)
+    s.add(job("t", 0, 0, 0, b"a", Ordering.KEY))
+    s.add(job("t", 1, 0, 0, b"a", Ordering.KEY))
+    first = s.pop()
+    assert first is not None
+    s.done(first)  # t-1-0 is released, ready with its arrival number
+    assert s.drop([("t", 1)]) == 1
+    assert s.pop() is None and s.waiting == 0
+
+
+@given(st.lists(st.tuples(st.sampled_from(["add", "pop", "done"]), st.integers(0, 3), st.integers(0, 1)), max_size=30))
+def test_every_pop_is_the_oldest_free_job_of_the_highest_priority(steps: list[tuple[str, int, int]]) -> None:
+    """Against a brute-force model: a job is free when no earlier job of its lane is unfinished."""
+    s: Scheduler[str] = Scheduler(ranks=2)
+    waiting: list[Job[str]] = []  # added, not started, in arrival order
+    running: list[Job[str]] = []
+    unfinished_lanes: list[tuple[object, int]] = []  # (lane, arrival) of every added, not done job
+    offset = 0
+    for action, key, rank in steps:
+        if action == "add":
+            j = job("t", 0, offset, rank, None if key == 0 else bytes([key]), Ordering.KEY)
+            offset += 1
+            s.add(j)
+            waiting.append(j)
+            unfinished_lanes.append((j.lane, j.arrival))
+        elif action == "pop":
+
+            def free(j: Job[str]) -> bool:
+                return j.lane is None or min(a for lane, a in unfinished_lanes if lane == j.lane) == j.arrival
+
+            candidates = [j for j in waiting if free(j)]
+            expected = min(candidates, key=lambda j: (j.rank, j.arrival)) if candidates else None
+            popped = s.pop()
+            assert popped is expected
+            if popped is not None:
+                waiting.remove(popped)
+                running.append(popped)
+        elif running:
+            finished = running.pop(key % len(running))
+            s.done(finished)
+            unfinished_lanes.remove((finished.lane, finished.arrival))
+    assert s.waiting == len(waiting)
