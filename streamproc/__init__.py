@@ -1,10 +1,34 @@
-"""streamproc: a Kafka-backed streaming task processor."""
+"""streamproc: a Kafka-backed streaming task processor.
 
-from streamproc.app import App, Task
-from streamproc.context import TaskContext
-from streamproc.errors import PermanentError
-from streamproc.producer import Producer
+The public names are imported on first use (PEP 562), so `import streamproc`, which every entry
+point runs first, stays cheap: `streamproc worker` catches SIGTERM before the heavy imports.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streamproc.app import App, Task
+    from streamproc.context import TaskContext
+    from streamproc.errors import PermanentError
+    from streamproc.producer import Producer
 
 __version__ = "0.1.0"
 
+_HOMES = {
+    "App": "streamproc.app",
+    "Task": "streamproc.app",
+    "TaskContext": "streamproc.context",
+    "PermanentError": "streamproc.errors",
+    "Producer": "streamproc.producer",
+}
 __all__ = ["App", "PermanentError", "Producer", "Task", "TaskContext", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(home), name)

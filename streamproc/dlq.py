@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import OffsetMetadataTooLargeError
 from aiokafka.structs import OffsetAndMetadata
 
+from streamproc import lenient_decoding
 from streamproc.admin import admin_client, committed_with_metadata, topic_partitions
 from streamproc.envelope import (
     ATTEMPT,
@@ -34,6 +35,7 @@ from streamproc.envelope import (
     ERROR_MESSAGE,
     ERROR_TYPE,
     FAILED_AT,
+    MAX_TIME_MS,
     ORIGINAL_OFFSET,
     ORIGINAL_PARTITION,
     ORIGINAL_TOPIC,
@@ -132,7 +134,9 @@ class DeadLetter:
 
     @property
     def failed_at_ms(self) -> int:
-        return int_header(self.headers, FAILED_AT, self.timestamp)
+        """`failed-at`, else the record's timestamp; 0 if that is out of range too (any client may
+        write the DLQ), so a listing can always show it as a date."""
+        return int_header(self.headers, FAILED_AT, self.timestamp if 0 <= self.timestamp <= MAX_TIME_MS else 0)
 
     @property
     def task_id(self) -> str | None:
@@ -243,6 +247,7 @@ async def _open_dlq(
 ) -> AsyncIterator[_DlqReader]:
     """A reader of the DLQ. With `group` it can commit for that group, which it never joins:
     `assign()` keeps the group free of members, so the commits need no generation."""
+    lenient_decoding.install()  # any client may write the DLQ: a header key that is not UTF-8 must not stop a listing
     topic = topology.dlq_topic
     async with admin_client(settings) as client:
         found = await topic_partitions(client, [topic, *also_needs])

@@ -3,11 +3,19 @@
 Producers write these headers; any other Kafka client may leave them out, and every header has a
 documented fallback (the topic's route, the record's coordinates and timestamp), so a record
 with only a `task` header and a JSON value is a valid task.
+
+Nothing a record carries may crash a worker, so reading one never raises: a header value that is
+not UTF-8 is replaced (U+FFFD), a null one reads as empty; a number outside `NUMERIC_RANGES` counts
+as absent (its fallback applies); a `priority` that is not declared counts as absent too, so junk
+cannot grow the metrics' label set. A header key that is not UTF-8 (kept by `lenient_decoding`) is
+written with each such byte as `\\xNN` (`b"k\\xff"` → `k\\xff`), which any producer can encode, and
+the envelope is marked `undecodable`: the worker dead-letters it without calling the handler.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +35,7 @@ FAILED_AT = "failed-at"
 RETRY_AT = "retry-at"  # tier records only
 DLQ_REASON = "dlq-reason"  # DLQ records only
 REPLAYED_FROM = "replayed-from"  # set by `streamproc dlq replay`
+VALUE_DROPPED = "value-dropped"  # DLQ records too large to copy: the size in bytes of the dropped value
 
 DLQ_REASONS = (
     "retries_exhausted",
@@ -37,8 +46,20 @@ DLQ_REASONS = (
     "missing_task",
 )
 MAX_ERROR_MESSAGE_BYTES = 1024
+MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant `datetime` can represent
+# The values a numeric header may take; anything else (and any text over 20 characters) counts as absent.
+NUMERIC_RANGES = {
+    ATTEMPT: (1, 1_000_000),
+    ENQUEUED_AT: (0, MAX_TIME_MS),
+    RETRY_AT: (0, MAX_TIME_MS),
+    FAILED_AT: (0, MAX_TIME_MS),
+    ORIGINAL_PARTITION: (0, 2**31 - 1),
+    ORIGINAL_OFFSET: (0, 2**63 - 1),
+}
+_MAX_NUMBER_CHARS = 20  # 2**63 - 1 has 19 digits; longer text is not parsed at all
 _ORIGIN = (ORIGINAL_TOPIC, ORIGINAL_PARTITION, ORIGINAL_OFFSET)
-_FAILURE = (ERROR_TYPE, ERROR_MESSAGE, FAILED_AT, RETRY_AT, DLQ_REASON)
+_FAILURE = (ERROR_TYPE, ERROR_MESSAGE, FAILED_AT, RETRY_AT, DLQ_REASON, VALUE_DROPPED)
+_OWN = frozenset((TASK, TASK_ID, ENQUEUED_AT, ATTEMPT, PRIORITY, TRACEPARENT, *_ORIGIN, *_FAILURE))
 
 Headers = list[tuple[str, bytes]]
 
@@ -58,6 +79,7 @@ class Envelope:
     enqueued_at_ms: int
     attempt: int
     priority: str
+    undecodable: str | None = None  # what makes the record unreadable (a header key that is not UTF-8)
 
     @property
     def position(self) -> str:
@@ -80,27 +102,51 @@ class Envelope:
         }
 
 
-def decode_headers(raw: Iterable[tuple[str, bytes]] | None) -> dict[str, str]:
-    """A record's headers as text; undecodable bytes are replaced, never fatal."""
-    return {name: value.decode("utf-8", "replace") for name, value in raw or ()}
+RawHeaders = Iterable[tuple[str, bytes | None]] | None
+
+
+def decode_headers(raw: RawHeaders) -> dict[str, str]:
+    """A record's headers as text, never fatal (see the module docstring)."""
+    return _decode_headers(raw)[0]
+
+
+def _decode_headers(raw: RawHeaders) -> tuple[dict[str, str], list[str]]:
+    """The headers as text, and the escaped names of those whose key was not UTF-8."""
+    headers = {name: value.decode("utf-8", "replace") if value is not None else "" for name, value in raw or ()}
+    if "".join(headers).isascii():  # the common case, checked at C speed
+        return headers, []
+    escaped = {name: name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") for name in headers}
+    return {escaped[name]: value for name, value in headers.items()}, [e for n, e in escaped.items() if e != n]
 
 
 def int_header(headers: dict[str, str], name: str, default: int) -> int:
-    """The header as an int; `default` when absent or not a number (a missing one raises nothing,
-    which keeps the per-record path cheap)."""
+    """The header as an int; `default` when absent, not a number or outside its `NUMERIC_RANGES`
+    (a missing one raises nothing, which keeps the per-record path cheap)."""
     raw = headers.get(name)
-    if raw is None:
+    if raw is None or len(raw) > _MAX_NUMBER_CHARS:
         return default
     try:
-        return int(raw)
+        number = int(raw)
     except ValueError:
         return default
+    low, high = NUMERIC_RANGES.get(name, (0, 2**63 - 1))
+    return number if low <= number <= high else default
 
 
-def read_envelope(record: Any, route_task: str | None, topic_priority: str) -> Envelope:
-    """The envelope of an aiokafka `ConsumerRecord`; `route_task` and `topic_priority` are the
-    fallbacks the topic's declaration gives. Undecodable header bytes are replaced, never fatal."""
-    headers = decode_headers(record.headers)
+def read_envelope(record: Any, route_task: str | None, topic_priority: str, priorities: Mapping[str, int]) -> Envelope:
+    """The envelope of an aiokafka `ConsumerRecord`; never raises.
+
+    `route_task` and `topic_priority` are the fallbacks the topic's declaration gives (no priority
+    for a tier); `priorities` maps each declared priority to its rank, 0 the highest. A `priority`
+    header counts only when it names a declared one; otherwise the topic's priority applies, or on
+    a tier the lowest one.
+    """
+    headers, bad_keys = _decode_headers(record.headers)
+    # A record timestamp out of range (-1 from old clients) says nothing: count from now.
+    timestamp = record.timestamp if 0 <= record.timestamp <= MAX_TIME_MS else time.time_ns() // 1_000_000
+    priority = headers.get(PRIORITY, "")
+    if priority not in priorities:
+        priority = topic_priority or max(priorities, key=priorities.__getitem__)
     return Envelope(
         topic=record.topic,
         partition=record.partition,
@@ -110,9 +156,10 @@ def read_envelope(record: Any, route_task: str | None, topic_priority: str) -> E
         headers=headers,
         task=headers.get(TASK) or route_task,
         task_id=headers.get(TASK_ID) or f"{record.topic}-{record.partition}-{record.offset}",
-        enqueued_at_ms=int_header(headers, ENQUEUED_AT, record.timestamp),
-        attempt=max(1, int_header(headers, ATTEMPT, 1)),
-        priority=headers.get(PRIORITY) or topic_priority,
+        enqueued_at_ms=int_header(headers, ENQUEUED_AT, timestamp),
+        attempt=int_header(headers, ATTEMPT, 1),
+        priority=priority,
+        undecodable=f"header key {', '.join(bad_keys)} is not UTF-8 (shown with \\xNN escapes)" if bad_keys else None,
     )
 
 
@@ -137,8 +184,9 @@ def _encoded(headers: dict[str, str]) -> Headers:
 
 
 def _cap(text: str, limit: int = MAX_ERROR_MESSAGE_BYTES) -> str:
-    """`text` cut to at most `limit` UTF-8 bytes, never inside a character."""
-    return text.encode()[:limit].decode("utf-8", "ignore")
+    """`text` cut to at most `limit` UTF-8 bytes, never inside a character (a lone surrogate, which
+    a handler's error may carry, is written as `\\udcff`)."""
+    return text.encode("utf-8", "backslashreplace")[:limit].decode("utf-8", "ignore")
 
 
 def failure_headers(
@@ -150,13 +198,15 @@ def failure_headers(
     failed_at_ms: int,
     retry_at_ms: int | None = None,
     dlq_reason: str | None = None,
+    value_dropped: int | None = None,
 ) -> Headers:
     """Headers of the retry record (with `retry_at_ms`) or DLQ record (with `dlq_reason`) of a task.
 
     Every header the record had is kept (an application's own ones too), with the fallbacks of
     SPEC §3 written out, so the task keeps its id, first-enqueued time and priority wherever it
-    goes. `original-*` name the intake record and survive later tiers; the failure headers describe
-    only this failure.
+    goes. `original-*` name the intake record and survive later tiers (unless one is missing or out
+    of range: then all three name this record); the failure headers describe only this failure.
+    `value_dropped` is the size of a value too large to copy (`value-dropped` header).
     """
     headers = {name: value for name, value in envelope.headers.items() if name not in _FAILURE}
     if envelope.task is not None:
@@ -167,15 +217,22 @@ def failure_headers(
         ATTEMPT: str(attempt),
         PRIORITY: envelope.priority,
     }
-    origin = (envelope.topic, str(envelope.partition), str(envelope.offset))
-    for name, value in zip(_ORIGIN, origin, strict=True):
-        headers.setdefault(name, value)
+    if not headers.get(ORIGINAL_TOPIC) or min(int_header(headers, name, -1) for name in _ORIGIN[1:]) < 0:
+        headers |= zip(_ORIGIN, (envelope.topic, str(envelope.partition), str(envelope.offset)), strict=True)
     headers |= {ERROR_TYPE: error_type, ERROR_MESSAGE: _cap(error_message), FAILED_AT: str(failed_at_ms)}
     if retry_at_ms is not None:
         headers[RETRY_AT] = str(retry_at_ms)
     if dlq_reason is not None:
         headers[DLQ_REASON] = dlq_reason
+    if value_dropped is not None:
+        headers[VALUE_DROPPED] = str(value_dropped)
     return _encoded(headers)
+
+
+def own_headers(headers: Headers) -> Headers:
+    """Only streamproc's headers, each value cut to 1 KiB: what a dead letter keeps when even its
+    copy without the value is too large (a huge key or headers)."""
+    return [(name, value[:MAX_ERROR_MESSAGE_BYTES]) for name, value in headers if name in _OWN]
 
 
 def replay_headers(dead: dict[str, str], replayed_from: str) -> Headers:

@@ -66,6 +66,8 @@ class Executor:
         self._watchdog: asyncio.Task[None] | None = None
 
     def task_for(self, envelope: Envelope) -> Task[Any, Any]:
+        if envelope.undecodable is not None:
+            raise PoisonRecord("undecodable", envelope.undecodable)
         if envelope.task is None:
             raise PoisonRecord("missing_task", "the record has no task header and its topic has no route")
         task = self._tasks.get(envelope.task)

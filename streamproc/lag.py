@@ -6,15 +6,23 @@ committed it (`offsetResetPolicy: earliest`); `totalLag` sums them; unless `allo
 if `totalLag / lagThreshold` (integer division) exceeds the partition count, `totalLag` becomes
 partitions * lagThreshold; the HPA then wants ceil(totalLag / lagThreshold) replicas. With one
 trigger per intake topic and route (what `streamproc lag` assumes), the HPA takes the largest.
+
+The lag streamproc itself reports (`PartitionLag.lag`, the `streamproc_consumer_lag` gauge) is the
+unfinished work: end offset - committed offset - the offsets above the commit that already
+finished (the commit's offset map, `offsetmap`). KEDA cannot read that map, so its figure counts
+finished work behind a slow task too, at most `--max-uncommitted` per partition.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from streamproc import admin
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streamproc import admin, offsetmap
+from streamproc.offsets import PartitionOffsets
 from streamproc.settings import KafkaSettings
 
 
@@ -25,11 +33,15 @@ class PartitionLag:
     start: int  # log start offset
     end: int
     committed: int | None  # None: the group never committed this partition
+    finished_ahead: int = 0  # offsets above the committed one that finished (the commit's offset map)
 
     @property
     def lag(self) -> int:
-        """Records not yet processed: from the committed offset, or from the log start (where a new group begins)."""
-        return max(0, self.end - (self.start if self.committed is None else self.committed))
+        """Records not yet processed: from the committed offset (less those finished above it), or
+        from the log start (where a new group begins)."""
+        if self.committed is None:
+            return max(0, self.end - self.start)
+        return max(0, self.end - self.committed - self.finished_ahead)
 
     @property
     def keda_lag(self) -> int:
@@ -48,9 +60,38 @@ def keda_replicas(partitions: Sequence[PartitionLag], lag_threshold: int) -> int
 async def read_lag(settings: KafkaSettings, group: str, topics: list[str]) -> list[PartitionLag]:
     """The lag of `group` on every partition of the existing `topics`, in topic then partition order."""
     bounds = await admin.log_bounds(settings, topics)
-    committed = await admin.committed_offsets(settings, group)
+    commits = await admin.committed_with_metadata(settings, group)
     order = {topic: i for i, topic in enumerate(topics)}
-    return [
-        PartitionLag(tp.topic, tp.partition, start, end, committed.get(tp))
-        for tp, (start, end) in sorted(bounds.items(), key=lambda item: (order[item[0].topic], item[0].partition))
-    ]
+    rows = []
+    for tp, (start, end) in sorted(bounds.items(), key=lambda item: (order[item[0].topic], item[0].partition)):
+        commit = commits.get(tp)
+        if commit is None:
+            rows.append(PartitionLag(tp.topic, tp.partition, start, end, None))
+        else:
+            done = offsetmap.decode(commit.offset, commit.metadata)
+            rows.append(PartitionLag(tp.topic, tp.partition, start, end, commit.offset, len(done)))
+    return rows
+
+
+async def owned_lag(
+    consumer: AIOKafkaConsumer, trackers: Mapping[TopicPartition, PartitionOffsets]
+) -> dict[TopicPartition, int]:
+    """A worker's view of the partitions it owns (the `streamproc_consumer_lag` gauge): end offset -
+    committed offset - the offsets above it that finished.
+
+    The committed offset is the worker's last acknowledged commit, else the group's, else (never
+    committed) the log start, where a new group begins. It queries the broker even when nothing is
+    owned, so a caller also learns whether the broker answers.
+    """
+    trackers = dict(trackers)  # a revocation may remove partitions during the awaits
+    owned = list(trackers)
+    if not owned:
+        await consumer.topics()
+        return {}
+    ends = await consumer.end_offsets(owned)
+    committed: dict[TopicPartition, int | None] = {tp: trackers[tp].last_commit for tp in owned}
+    for tp in [tp for tp, offset in committed.items() if offset is None]:
+        committed[tp] = await consumer.committed(tp)
+    never = [tp for tp, offset in committed.items() if offset is None]
+    committed |= await consumer.beginning_offsets(never) if never else {}
+    return {tp: max(0, end - (committed[tp] or 0) - trackers[tp].finished_ahead) for tp, end in ends.items()}

@@ -24,6 +24,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError, to_json
 
+from streamproc import backoff
 from streamproc.app import Task
 from streamproc.envelope import Headers, task_headers
 from streamproc.errors import StreamprocError
@@ -115,6 +116,7 @@ class Producer:
         a retried send never duplicates it; a small linger lets `submit_many` batch records."""
         if self._kafka is not None:
             return
+        backoff.install()  # an outage must not spin aiokafka's metadata waits
         kafka = AIOKafkaProducer(
             **self.settings.client_kwargs(),
             acks="all",

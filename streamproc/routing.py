@@ -10,8 +10,9 @@ Until then the worker keeps the offset unfinished, so a crash re-runs the task, 
 - deferred (open circuit) → the first tier with the same `attempt`: no attempt is spent.
 
 A record too large to copy (the original plus the failure headers exceed the tier's or DLQ's
-`max.message.bytes`) goes to the DLQ with an empty value, as `invalid_payload`, rather than
-blocking its partition.
+`max.message.bytes`) goes to the DLQ with an empty value and `value-dropped: <size in bytes>`,
+rather than blocking its partition. It keeps its reason; a retryable failure (or a deferral) whose
+tier copy is too large can never be retried, so it is dead-lettered as `retries_exhausted`.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ from aiokafka.errors import (
     OutOfOrderSequenceNumber,
     RecordTooLargeError,
     UnknownProducerId,
+    UnknownTopicOrPartitionError,
 )
 
 from streamproc.app import Task
-from streamproc.envelope import Envelope, Headers, failure_headers
+from streamproc.envelope import Envelope, Headers, failure_headers, own_headers
 from streamproc.execution import Outcome, Result
 from streamproc.retry import RetryPolicy
 from streamproc.settings import KafkaSettings
@@ -48,6 +50,7 @@ log = structlog.get_logger("streamproc.task")
 _TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
 # Idempotent producer states a broker blip can leave behind for good (KAFKA-NOTES "Producing").
 _WEDGED = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch)
+REPORT_EVERY_S = 10.0
 _MAX_RECORD_BYTES = 16 * 1_048_576  # the broker's topic limit decides; this only bounds the client
 
 
@@ -85,11 +88,16 @@ class OutcomeRouter:
         self._tasks = tasks
         self._producer: AIOKafkaProducer | None = None
         self._log_successes = False
+        self._failed_writes: dict[str, tuple[float, int]] = {}  # topic → (last report, failures since)
 
     async def start(self) -> None:
         self._log_successes = log.is_enabled_for(logging.DEBUG)  # read once: logging is configured by now
         producer = self._new_producer()
-        await producer.start()
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()  # else aiokafka warns of an unclosed producer after the error line
+            raise
         self._producer = producer
 
     async def stop(self) -> None:
@@ -132,8 +140,8 @@ class OutcomeRouter:
         )
         try:
             await self._send(tier.topic, envelope.value, envelope.key, headers)
-        except _TOO_LARGE as exc:
-            return await self._dead_letter_without_value(envelope, outcome, tier.topic, exc)
+        except _TOO_LARGE:
+            return await self._dead_letter_without_value(envelope, outcome, tier.topic, "retries_exhausted")
         routed = Routed(Disposition.DEFERRED if outcome.result is Result.DEFERRED else Disposition.RETRIED, tier.name)
         (log.info if outcome.result is Result.DEFERRED else log.warning)(
             f"task {routed.disposition}",
@@ -155,8 +163,8 @@ class OutcomeRouter:
         )
         try:
             await self._send(self._dlq, envelope.value, envelope.key, headers)
-        except _TOO_LARGE as exc:
-            return await self._dead_letter_without_value(envelope, outcome, self._dlq, exc)
+        except _TOO_LARGE:
+            return await self._dead_letter_without_value(envelope, outcome, self._dlq, reason)
         log.error(
             "task dead-lettered",
             reason=reason,
@@ -166,31 +174,41 @@ class OutcomeRouter:
         )
         return Routed(Disposition.DEAD_LETTERED, reason=reason)
 
-    async def _dead_letter_without_value(
-        self, envelope: Envelope, outcome: Outcome, topic: str, exc: KafkaError
-    ) -> Routed:
+    async def _dead_letter_without_value(self, envelope: Envelope, outcome: Outcome, topic: str, reason: str) -> Routed:
+        """Dead-letter a task whose copy is too large for `topic`: with an empty value and its size in
+        `value-dropped`. Should even that be too large (a huge key or headers), the key and every header
+        but streamproc's own go too, those cut to 1 KiB each."""
         size = len(envelope.value or b"")
         headers = failure_headers(
             envelope,
             attempt=envelope.attempt,
-            error_type=type(exc).__name__,
+            error_type=outcome.error_type or "",
             error_message=f"the {size}-byte value is too large to copy to {topic}, so it was dropped "
             f"(the attempt ended with {outcome.error_type}: {outcome.error})",
             failed_at_ms=_now_ms(),
-            dlq_reason="invalid_payload",
+            dlq_reason=reason,
+            value_dropped=size,
         )
-        await self._send(self._dlq, b"", envelope.key, headers)
+        try:
+            await self._send(self._dlq, b"", envelope.key, headers)
+        except _TOO_LARGE:
+            await self._send(self._dlq, b"", None, own_headers(headers))
         log.error(
             "task dead-lettered without its value",
-            reason="invalid_payload",
+            reason=reason,
             size=size,
+            error_type=outcome.error_type,
+            error=str(outcome.error),
             **_task_fields(envelope, outcome),
         )
-        return Routed(Disposition.DEAD_LETTERED, reason="invalid_payload")
+        return Routed(Disposition.DEAD_LETTERED, reason=reason)
 
     async def _send(self, topic: str, value: bytes | None, key: bytes | None, headers: Headers) -> None:
         """Return once the broker has the record. Transient errors are retried with backoff (the
-        offset stays unfinished meanwhile); only a too-large record is raised, since no retry helps."""
+        offset stays unfinished meanwhile); only a too-large record is raised, since no retry helps.
+        A record with neither key nor value (which aiokafka refuses to send) gets `b""` as its value."""
+        if key is None and value is None:
+            value = b""
         backoff = 0.1
         while True:
             producer = self._producer
@@ -202,11 +220,30 @@ class OutcomeRouter:
             except _TOO_LARGE:
                 raise
             except KafkaError as exc:
-                log.warning("writing a retry or DLQ record failed; trying again", topic=topic, error=str(exc))
+                self._report_failed_write(topic, producer, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(2 * backoff, 5.0)
                 if isinstance(exc, _WEDGED) and producer is self._producer:
                     await self._replace(producer)
+
+    def _report_failed_write(self, topic: str, producer: AIOKafkaProducer, exc: KafkaError) -> None:
+        """Log a failed write at most once per topic every `REPORT_EVERY_S`, with the count since:
+        while a topic is missing or the broker is away, every failing task retries its write."""
+        now = time.monotonic()
+        last, count = self._failed_writes.get(topic, (0.0, 0))
+        if now - last < REPORT_EVERY_S:
+            self._failed_writes[topic] = (last, count + 1)
+            return
+        self._failed_writes[topic] = (now, 0)
+        fields = {"topic": topic, "error": str(exc) or type(exc).__name__, "failures_since_last_report": count}
+        if isinstance(exc, UnknownTopicOrPartitionError) or topic not in producer.client.cluster.topics():
+            log.error(
+                f"topic {topic} does not exist: its retry and DLQ records wait (their offsets stay uncommitted) "
+                "until it is created; run `streamproc topics apply`",
+                **fields,
+            )
+        else:
+            log.warning("writing a retry or DLQ record failed; trying again", **fields)
 
     async def _replace(self, wedged: AIOKafkaProducer) -> None:
         """A fresh producer: a wedged one's sequence numbers never recover (aiokafka #1017)."""

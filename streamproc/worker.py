@@ -5,15 +5,18 @@ One aiokafka consumer per process feeds three cooperating coroutines:
 - `_fetch_loop` calls `getmany` on the intake topics, routes and retry tiers, records each
   offset as unfinished and hands the records on: to the scheduler, or, for a tier record whose
   `retry-at` is still ahead, to the delay queue; a partition holding more than half its
-  `prefetch` is left out of the next fetch (backpressure);
+  `prefetch`, or whose offsets past its commit reach `max_uncommitted`, is left out of the next
+  fetch (backpressure, and a bound on what a slow task holds back);
 - `_dispatch_loop` moves due tier records into the scheduler and starts the scheduler's next
   job whenever a concurrency slot is free; a rate-limited job whose start lies ahead is parked
   until then, holding no slot;
 - `_run` asks the task's circuit breaker, executes the job (or defers it when the circuit is
-  open), routes its outcome (a retry tier or the DLQ, acknowledged by the broker), and only
+  open), gives its slot and key lane back, routes its outcome (a retry tier or the DLQ,
+  acknowledged by the broker; a write retried while a topic is missing holds no slot), and only
   then marks its offset finished;
 - `_commit_loop` commits, at most every `commit_interval`, each partition's lowest unfinished
-  offset (SPEC §5).
+  offset with the finished offsets above it (`commits`); a newly assigned partition skips what
+  its previous owner finished (SPEC §5).
 
 Pausing is done by leaving the partition out of `getmany(*partitions)`, not with
 `consumer.pause()`: aiokafka discards a paused partition's already fetched records, so every
@@ -34,25 +37,29 @@ import contextlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
 
+from streamproc import backoff, commits, offsetmap
 from streamproc.app import App
 from streamproc.breaker import CircuitBreaker, CircuitOpen, Permit
-from streamproc.delays import DelayQueue
-from streamproc.envelope import Envelope, read_envelope
+from streamproc.buffers import Buffers
+from streamproc.envelope import Envelope
+from streamproc.errors import StreamprocError
 from streamproc.execution import Executor, Outcome, Result
+from streamproc.lag import owned_lag
+from streamproc.lenient_decoding import install as install_lenient_decoding
 from streamproc.offsets import PartitionOffsets
 from streamproc.ratelimit import RateLimiter
 from streamproc.routing import OutcomeRouter, Routed
-from streamproc.scheduling import Job, Ordering, Partition, Scheduler
+from streamproc.scheduling import Job, Ordering
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
 
 log = structlog.get_logger("streamproc.worker")
+METADATA_MAX_AGE_MS = 15_000
 
 
 @dataclass(frozen=True)
@@ -63,10 +70,17 @@ class WorkerConfig:
     ordering: Ordering = Ordering.KEY
     shutdown_timeout: float = 30.0  # also bounds the wait for running tasks on revocation
     commit_interval: float = 1.0
+    # Most offsets of a partition between its lowest unfinished one and the next fetch: bounds what
+    # a slow task holds back, what a crash re-runs and the commit's offset map (which must fit).
+    max_uncommitted: int = 10_000
     sync_threads: int = 16
     # Slots only the highest priority may take, so its tasks start at once on a worker saturated
     # by lower ones; None: one in 64, at least one from concurrency 8.
     reserved_slots: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_uncommitted <= offsetmap.MAX_SPAN:
+            raise ValueError(f"max_uncommitted must be within 1..{offsetmap.MAX_SPAN}, not {self.max_uncommitted}")
 
     @property
     def top_priority_slots(self) -> int:
@@ -93,7 +107,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._worker._release(set(revoked))
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        self._worker._adopt(set(assigned))
+        await self._worker._adopt(set(assigned))
 
 
 class Worker:
@@ -112,15 +126,9 @@ class Worker:
         self._executor = Executor(app, threads=config.sync_threads)
         self._router = OutcomeRouter(settings, topology, app.tasks)
         self._hooks = tuple(hooks)
-        self._scheduler: Scheduler[Envelope] = Scheduler(ranks=len(topology.priorities) + 1)
-        self._delayed: DelayQueue[Job[Envelope]] = DelayQueue()  # tier records before their retry-at
-        self._parked: DelayQueue[Job[Envelope]] = DelayQueue()  # rate-limited jobs before their start
-        self._ranks = {name: rank for rank, name in enumerate(topology.priorities)}
+        self._buffers = Buffers(topology, config.ordering)
+        self._scheduler = self._buffers.scheduler
         specs = topology.topics()
-        self._sources = {  # topic → (its priority, its route's task) for intake topics and routes
-            spec.name: (spec.priority or "", spec.task) for spec in specs if spec.role in ("intake", "route")
-        }
-        self._tiers = {spec.name for spec in specs if spec.role == "tier"}
         self._limiters = {name: RateLimiter(task.rate_limit) for name, task in app.tasks.items() if task.rate_limit}
         self._breakers = {
             name: CircuitBreaker(task.failure_threshold, task.reset_timeout)
@@ -137,6 +145,7 @@ class Worker:
         self._wake = asyncio.Event()  # work to dispatch: records arrived or a task finished
         self._room = asyncio.Event()  # a buffer drained (set by the dispatcher)
         self._stopping = asyncio.Event()
+        self._releasing = asyncio.Lock()
         self._joined = asyncio.Event()
         self._in_flight = 0
         self._error: Exception | None = None  # a bug that stopped the worker
@@ -145,7 +154,7 @@ class Worker:
     @property
     def topics(self) -> list[str]:
         """Intake topics, routes and retry tiers."""
-        return [*self._sources, *self._tiers]
+        return self._buffers.topics
 
     @property
     def in_flight(self) -> int:
@@ -160,35 +169,16 @@ class Worker:
     @property
     def delayed(self) -> int:
         """Fetched tier records waiting for their retry-at."""
-        return len(self._delayed)
+        return len(self._buffers.delayed)
 
     def circuits(self) -> dict[str, bool]:
         """Each task with a circuit breaker: whether its circuit is open (or half-open) here."""
         return {task: breaker.is_open for task, breaker in self._breakers.items()}
 
     async def lag(self) -> dict[TopicPartition, int]:
-        """End offset minus committed offset of each partition this worker owns (SPEC §7).
-
-        The committed offset is this worker's last acknowledged commit, else the group's, else
-        (never committed) the log start, where a new group begins. It queries the broker even
-        when nothing is owned, so a caller also learns whether the broker answers.
-        """
-        consumer = self._consumer
-        if consumer is None:
-            return {}
-        owned = list(self._offsets)
-        if not owned:
-            await consumer.topics()
-            return {}
-        ends = await consumer.end_offsets(owned)
-        committed: dict[TopicPartition, int | None] = {
-            tp: tracker.last_commit if (tracker := self._offsets.get(tp)) else None for tp in owned
-        }
-        for tp in [tp for tp, offset in committed.items() if offset is None]:
-            committed[tp] = await consumer.committed(tp)
-        never = [tp for tp, offset in committed.items() if offset is None]
-        committed |= await consumer.beginning_offsets(never) if never else {}
-        return {tp: max(0, end - (committed[tp] or 0)) for tp, end in ends.items()}
+        """The unfinished work of each partition this worker owns (SPEC §7, `lag.owned_lag`); an
+        empty answer when it owns none still means the broker answered."""
+        return await owned_lag(self._consumer, self._offsets) if self._consumer is not None else {}
 
     @property
     def joined(self) -> asyncio.Event:
@@ -201,6 +191,8 @@ class Worker:
 
     async def run(self) -> None:
         """Consume until `stop()`, then drain, commit and leave the group."""
+        install_lenient_decoding()  # a header key that is not UTF-8 must not wedge a partition
+        backoff.install()  # an outage must not spin aiokafka's metadata waits
         consumer = AIOKafkaConsumer(
             **self._settings.client_kwargs(),
             group_id=self.config.group,
@@ -210,11 +202,18 @@ class Worker:
             rebalance_timeout_ms=int((self.config.shutdown_timeout + 15) * 1000),
             # Fetching waits while every buffer is full; see `_longest_wait_s`.
             max_poll_interval_ms=int((max(300.0, self._longest_wait_s) + 60) * 1000),
+            # A declared topic deleted and created again is consumed within this (a rebalance follows).
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
         )
-        consumer.subscribe(self.topics, listener=_Listener(self))
-        await self._router.start()
         try:
+            await self._router.start()
             await consumer.start()
+            missing = sorted(set(self.topics) - await consumer.topics())
+            if missing:  # the group would never settle on them; one run of `topics apply` fixes it
+                raise StreamprocError(
+                    f"declared topics do not exist: {', '.join(missing)}; run `streamproc topics apply`"
+                )
+            consumer.subscribe(self.topics, listener=_Listener(self))
             self._consumer = consumer
             await self._consume()
         finally:
@@ -262,34 +261,20 @@ class Worker:
             )
             for tp, records in batches.items():
                 offsets = self._offsets.get(tp)
-                if offsets is None:  # revoked while this batch was on its way
-                    continue
-                self._accept(tp, records, offsets)
+                if offsets is None:
+                    if tp in consumer.assignment():  # assigned, but its tracker is still being set up
+                        consumer.seek(tp, records[0].offset)  # fetch these again, not lose them
+                    continue  # else revoked while this batch was on its way
+                self._buffers.accept((tp.topic, tp.partition), records, offsets)
             if batches:
                 self._wake.set()
 
-    def _accept(self, tp: TopicPartition, records: list[Any], offsets: PartitionOffsets) -> None:
-        """Track and queue one partition's fetched records."""
-        partition = (tp.topic, tp.partition)
-        priority, route_task = self._sources.get(tp.topic, ("", None))
-        is_tier = tp.topic in self._tiers
-        clock_offset = time.monotonic() - time.time()  # retry-at is wall-clock time, the queues are monotonic
-        for record in records:
-            envelope = read_envelope(record, route_task, priority)
-            offsets.fetched(record.offset)
-            rank = self._ranks.get(envelope.priority, len(self._ranks))
-            job = Job(partition, record.offset, rank, self.config.ordering.lane(partition, record.key), envelope)
-            retry_at_ms = envelope.retry_at_ms if is_tier else None
-            if retry_at_ms is not None:
-                self._delayed.add(partition, retry_at_ms / 1000 + clock_offset, job)  # released when due
-            else:
-                self._scheduler.add(job)
-
     def _has_room(self, tp: TopicPartition) -> bool:
-        """Room for one more `getmany` batch without passing `prefetch`."""
-        partition = (tp.topic, tp.partition)
-        held = self._scheduler.buffered(partition) + self._delayed.count(partition) + self._parked.count(partition)
-        return held <= self.config.prefetch // 2
+        """Room for one more `getmany` batch without passing `prefetch` nor `max_uncommitted`."""
+        held = self._buffers.held((tp.topic, tp.partition))
+        tracker = self._offsets.get(tp)
+        span = tracker.open_span if tracker is not None else 0
+        return held <= self.config.prefetch // 2 and span + self.config.prefetch // 2 <= self.config.max_uncommitted
 
     def _poll_ms(self, assigned: list[TopicPartition], open_partitions: list[TopicPartition]) -> int:
         """How long `getmany` may wait for records of the open partitions.
@@ -302,23 +287,18 @@ class Worker:
         closed = set(assigned).difference(open_partitions)
         if any(self._scheduler.buffered((tp.topic, tp.partition)) for tp in closed):
             return 10
-        due = self._next_due()
+        due = self._buffers.next_due()
         return 500 if due is None else min(500, max(1, int((due - time.monotonic()) * 1000) + 1))
-
-    def _next_due(self) -> float | None:
-        """The monotonic time the next delayed or parked job may start."""
-        dues = [due for due in (self._delayed.next_due(), self._parked.next_due()) if due is not None]
-        return min(dues, default=None)
 
     async def _dispatch_loop(self) -> None:
         concurrency = self.config.concurrency
         shared = concurrency - self.config.top_priority_slots  # slots any priority may take
         while True:
             now = time.monotonic()
-            for job in self._delayed.pop_due(now):
-                self._scheduler.add(job)
+            self._buffers.release_due(now)
+            parked = self._buffers.parked
             while self._in_flight < concurrency:
-                if self._parked and (cleared := self._parked.pop_due(now, limit=1)):
+                if parked and (cleared := parked.pop_due(now, limit=1)):
                     self._start(cleared[0])
                     continue
                 popped = self._scheduler.pop(max_rank=None if self._in_flight < shared else 0)
@@ -327,11 +307,11 @@ class Worker:
                 limiter = self._limiters.get(popped.item.task or "") if self._limiters else None
                 wait = limiter.reserve(now) if limiter else 0.0
                 if wait > 0:
-                    self._parked.add(popped.partition, now + wait, popped)  # keeps its lane, holds no slot
+                    parked.add(popped.partition, now + wait, popped)  # keeps its lane, holds no slot
                 else:
                     self._start(popped)
             self._wake.clear()
-            due = self._next_due()
+            due = self._buffers.next_due()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(None if due is None else max(0.0, due - time.monotonic())):
                     await self._wake.wait()
@@ -350,9 +330,18 @@ class Worker:
     async def _run(self, job: Job[Envelope], offsets: PartitionOffsets) -> None:
         envelope = job.item
         try:
-            outcome = await self._attempt(envelope)
+            try:
+                outcome = await self._attempt(envelope)
+            finally:
+                # The slot and the key lane are free once the handler returned: routing may wait
+                # for the broker (a missing topic, an outage) without stopping other tasks.
+                self._in_flight -= 1
+                self._scheduler.done(job)
+                self._wake.set()
             routed = await self._router.route(envelope, outcome)
             offsets.finished(envelope.offset)
+            if not self._room.is_set() and self._has_room(TopicPartition(*job.partition)):
+                self._room.set()  # the partition may have been held at `max_uncommitted`
             for hook in self._hooks:
                 hook.task_finished(envelope, outcome, routed)
         except Exception as exc:
@@ -361,14 +350,11 @@ class Worker:
             log.exception("worker error; stopping", task=envelope.task, position=envelope.position)
             self._error = self._error or exc
             self.stop()
-        finally:
-            self._in_flight -= 1
-            self._scheduler.done(job)
-            self._wake.set()
 
     async def _attempt(self, envelope: Envelope) -> Outcome:
         """Run the task, unless its circuit is open: then it is deferred and its handler not called."""
-        breaker = self._breakers.get(envelope.task or "")
+        # An unreadable record is dead on arrival, never deferred by its task's circuit.
+        breaker = self._breakers.get(envelope.task or "") if envelope.undecodable is None else None
         permit = breaker.allow(time.monotonic()) if breaker else Permit.CALL
         if permit is Permit.DENY:
             return Outcome(Result.DEFERRED, 0.0, CircuitOpen(f"the circuit of task {envelope.task!r} is open"))
@@ -387,53 +373,46 @@ class Worker:
     # commit
 
     async def _commit_loop(self) -> None:
+        """A commit starts every `commit_interval` (its own duration included, which bounds what a
+        crash re-runs to the work finished within one interval)."""
         while True:
-            await asyncio.sleep(self.config.commit_interval)
+            begun = time.monotonic()
             await self._commit(self._offsets)
+            await asyncio.sleep(max(0.0, self.config.commit_interval - (time.monotonic() - begun)))
 
     async def _commit(self, trackers: dict[TopicPartition, PartitionOffsets]) -> None:
-        consumer = self._consumer
-        if consumer is None:
-            return
-        assigned = consumer.assignment()  # read right before the commit (KAFKA-NOTES "Commits")
-        # The trackers themselves, not their dict: a revocation may remove them during the await.
-        due = [
-            (tp, tracker, offset)
-            for tp, tracker in trackers.items()
-            if tp in assigned and (offset := tracker.to_commit()) is not None
-        ]
-        if not due:
-            return
-        try:
-            await consumer.commit({tp: offset for tp, _, offset in due})
-        except KafkaError as exc:
-            # A rebalance took the partitions (their next owner resumes from the last commit), or
-            # the broker is unreachable for now (the next commit carries the same offsets).
-            log.warning("commit failed", error=str(exc), error_type=type(exc).__name__, partitions=len(due))
-            return
-        for _, tracker, offset in due:
-            tracker.committed(offset)
+        if self._consumer is not None:
+            await commits.commit(self._consumer, trackers)
 
     # rebalance and shutdown
 
-    def _adopt(self, assigned: set[TopicPartition]) -> None:
-        for tp in assigned:
-            self._offsets.setdefault(tp, PartitionOffsets())
+    async def _adopt(self, assigned: set[TopicPartition]) -> None:
+        """Track the new partitions, starting from what their last commits say already finished.
+        A partition is fetched only once it has a tracker, so none is fetched before its map is read."""
+        new = [tp for tp in assigned if tp not in self._offsets]
+        done = await commits.inherited(self._consumer, new) if new and self._consumer is not None else {}
+        for tp in new:
+            self._offsets[tp] = PartitionOffsets(done.get(tp, ()))
         self._joined.set()
-        log.info("partitions assigned", partitions=len(assigned), group=self.config.group)
+        skipping = sum(len(offsets) for offsets in done.values())
+        log.info("partitions assigned", partitions=len(assigned), group=self.config.group, skipping=skipping)
 
     async def _release(self, partitions: set[TopicPartition]) -> None:
         """Stop starting tasks of `partitions`, drop their buffers, wait for their running tasks
-        (at most the shutdown timeout; later ones are cancelled, unfinished), commit, forget them."""
+        (at most the shutdown timeout; later ones are cancelled, unfinished), commit, forget them.
+
+        One release at a time: a revocation during the shutdown's release waits for it, so the
+        group hands the partitions on only after their commit (else the shutdown's commit came
+        after the new assignment, was filtered out, and finished work ran again elsewhere)."""
+        async with self._releasing:
+            await self._release_now(partitions)
+
+    async def _release_now(self, partitions: set[TopicPartition]) -> None:
         # Forgotten at once, so records of these partitions still arriving from a fetch are ignored.
         released = {tp: self._offsets.pop(tp) for tp in partitions if tp in self._offsets}
         if not released:
             return
-        gone: list[Partition] = [(tp.topic, tp.partition) for tp in released]
-        dropped = self._scheduler.drop(gone) + len(self._delayed.drop(gone))
-        for parked in self._parked.drop(gone):  # popped from the scheduler, so they hold their lanes
-            self._scheduler.done(parked)
-            dropped += 1
+        dropped = self._buffers.drop((tp.topic, tp.partition) for tp in released)
         running = set().union(*(self._running.pop(tp, set()) for tp in released))
         if running:
             _, late = await asyncio.wait(running, timeout=self.config.shutdown_timeout)

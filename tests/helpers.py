@@ -16,6 +16,25 @@ from streamproc.settings import KafkaSettings
 from streamproc.worker import Worker
 
 
+def worker_command(app: str, group: str, topics_file: str, *extra: str) -> list[str]:
+    """The command line of a `streamproc worker` subprocess on a free metrics port."""
+    return [
+        sys.executable,
+        "-m",
+        "streamproc",
+        "worker",
+        "--app",
+        app,
+        "--group",
+        group,
+        "--file",
+        topics_file,
+        "--metrics-port",
+        "0",
+        *extra,
+    ]
+
+
 def run_cli(*args: str, cwd: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     """Run `streamproc ARGS` in a child process, as a user would, with extra environment variables."""
     return subprocess.run(

@@ -32,7 +32,10 @@ def lag(
     file: TopicsFile = None,
     bootstrap_servers: BootstrapServers = None,
 ) -> None:
-    """Lag per topic and partition (end offset - committed), totals, and KEDA's replica count."""
+    """Lag per topic and partition (end offset - committed - finished above it), totals, and KEDA's replica count.
+
+    Exits 1 when the group has committed nothing on these topics (a mistyped --group looks just
+    like a group with a full backlog), after printing what a new group would face."""
     topology = load_topology(file)
     settings = KafkaSettings.from_env(bootstrap_servers)
     consumed = [spec.name for spec in topology.topics() if spec.role in ("intake", "route", "tier")]
@@ -41,7 +44,16 @@ def lag(
         return render(asyncio.run(read_lag(settings, group, consumed)), topology, group, lag_threshold)
 
     if not watch:
-        console.print(report())
+        partitions = asyncio.run(read_lag(settings, group, consumed))
+        console.print(render(partitions, topology, group, lag_threshold))
+        if all(p.committed is None for p in partitions):
+            Console(stderr=True).print(
+                f"[red]error:[/red] consumer group {group!r} has no committed offset on these topics: no worker "
+                "of it has committed yet, or the name is wrong (the figures above are a new group's)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1)
         return
     with Live(report(), console=console, auto_refresh=False) as live:
         try:

@@ -10,6 +10,7 @@ from typing import Annotated
 import structlog
 import typer
 
+from streamproc import offsetmap, termination
 from streamproc.cli.options import BootstrapServers, Group, MetricsPort, TopicsFile
 from streamproc.health import observed
 from streamproc.loading import load_app
@@ -22,6 +23,7 @@ from streamproc.worker import Worker, WorkerConfig
 
 _DEFAULTS = WorkerConfig()
 DEFAULT_METRICS_PORT = 9400
+LOG_REPEAT_INTERVAL_S = 10.0  # each distinct warning at most this often (an outage repeats them)
 log = structlog.get_logger("streamproc.worker")
 
 
@@ -46,12 +48,22 @@ def worker(
             help="Slots only the highest priority may take (default: 1 in 64, at least 1 from concurrency 8).",
         ),
     ] = None,
+    max_uncommitted: Annotated[
+        int,
+        typer.Option(
+            "--max-uncommitted",
+            min=1,
+            max=offsetmap.MAX_SPAN,
+            help="Most offsets of one partition past its committed offset (finished or not); "
+            "fetching that partition waits there.",
+        ),
+    ] = _DEFAULTS.max_uncommitted,
     metrics_port: MetricsPort = DEFAULT_METRICS_PORT,
     file: TopicsFile = None,
     bootstrap_servers: BootstrapServers = None,
 ) -> None:
     """Run tasks from the intake topics, routes and retry tiers until SIGTERM or SIGINT, then drain and exit 0."""
-    configure_logging()
+    configure_logging(repeat_interval_s=LOG_REPEAT_INTERVAL_S)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     config = WorkerConfig(
         group=group,
@@ -60,17 +72,24 @@ def worker(
         ordering=ordering,
         shutdown_timeout=shutdown_timeout,
         reserved_slots=reserved_slots,
+        max_uncommitted=max_uncommitted,
     )
     handlers = load_app(app)
     metrics = Metrics(handlers.tasks, group)
     runner = Worker(handlers, KafkaSettings.from_env(bootstrap_servers), load_topology(file), config, hooks=[metrics])
-    asyncio.run(_serve(runner, metrics, metrics_port))
+    try:
+        asyncio.run(_serve(runner, metrics, metrics_port))
+    finally:
+        termination.record()  # closing the loop restored the default; a late SIGTERM changes nothing now
 
 
 async def _serve(runner: Worker, metrics: Metrics, metrics_port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runner.stop)
+    if termination.received():
+        log.info("SIGTERM during start-up: stopping before anything started")
+        return
     async with observed([runner], metrics, metrics_port) as port:
         log.info("serving /metrics, /healthz and /readyz", port=port, url=f"http://localhost:{port}/metrics")
         await runner.run()

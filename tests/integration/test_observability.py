@@ -192,3 +192,16 @@ def test_every_log_line_of_a_worker_run_is_json_with_the_task_fields(
         "error",
     )
     assert any(e.get("event") == "serving /metrics, /healthz and /readyz" for e in events)
+
+
+async def test_lag_of_a_group_that_never_committed_says_so_and_exits_1(
+    kafka_settings: KafkaSettings, topology: Topology, tmp_path: Path
+) -> None:
+    await provisioning.apply(kafka_settings, topology)
+    topics_file = tmp_path / "topics.yaml"
+    topics_file.write_text(yaml.safe_dump(topology.model_dump()))
+    env = {"STREAMPROC_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers}
+    result = await asyncio.to_thread(run_cli, "lag", "--group", "no-such-group", "--file", str(topics_file), **env)
+    assert result.returncode == 1
+    assert "'no-such-group' has no committed offset" in " ".join(result.stderr.split())
+    assert len(result.stderr.strip().splitlines()) == 1

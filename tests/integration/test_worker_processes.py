@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
-import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,9 +18,10 @@ import pytest
 import yaml
 from aiokafka import TopicPartition
 
-from streamproc import Producer, admin, provisioning
+from streamproc import Producer, admin, lag, offsetmap, provisioning
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
+from tests.helpers import worker_command
 
 
 @dataclass(frozen=True)
@@ -69,21 +71,7 @@ def workers(bootstrap: str, topology: Topology, tmp_path: Path) -> Iterator[Call
     def start(*extra: str) -> subprocess.Popen[bytes]:
         log = (tmp_path / f"worker-{len(started)}.log").open("wb")
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamproc",
-                "worker",
-                "--app",
-                "tests.worker_app:app",
-                "--group",
-                f"{topology.prefix}-g",
-                "--file",
-                str(topics_file),
-                "--metrics-port",
-                "0",
-                *extra,
-            ],
+            worker_command("tests.worker_app:app", f"{topology.prefix}-g", str(topics_file), *extra),
             env=os.environ | {"STREAMPROC_TEST_JOURNAL": str(tmp_path / "journal.txt")},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -184,3 +172,76 @@ def test_memory_stays_bounded_with_a_200k_backlog(
     assert worker.wait(60) == 0
     print(f"\npeak RSS of a worker draining a 200,000-task backlog: {peak_kib / 1024:.0f} MiB")
     assert peak_kib < 250 * 1024
+
+
+def _exported_lag(worker_log: Path) -> int | None:
+    """The sum of the worker's `streamproc_consumer_lag` gauge, None until it serves one (its
+    /metrics address is in its start-up log line: it was started with port 0)."""
+    lines = worker_log.read_text(errors="replace").splitlines() if worker_log.exists() else []
+    urls = [json.loads(raw)["url"] for raw in lines if '"url"' in raw and "/metrics" in raw]
+    if not urls:
+        return None
+    try:
+        text = urllib.request.urlopen(urls[0], timeout=5).read().decode()
+    except OSError:
+        return None
+    values = [
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("streamproc_consumer_lag{")
+    ]
+    return int(sum(values)) if values else None
+
+
+def test_a_slow_head_holds_back_a_bounded_tail_that_a_successor_does_not_run_again(
+    kafka_settings: KafkaSettings, topology: Topology, workers: Callable[..., subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """One slow task at the head of a partition, a long tail of quick ones behind it: the worker
+    fetches at most `--max-uncommitted` offsets past the commit, reports only the unfinished ones as
+    lag, and after a kill -9 its successor runs the head again but none of the finished tail."""
+    bound, tail = 1000, 5000
+
+    async def backlog() -> list[str]:
+        await provisioning.apply(kafka_settings, topology)
+        async with Producer(kafka_settings, topology) as producer:  # one key: one partition
+            head = await producer.submit("step", {"label": "head", "sleep_ms": 600_000}, priority="normal", key="k")
+            return [head, *await producer.submit_many("step", [{} for _ in range(tail)], priority="normal", key="k")]
+
+    ids = asyncio.run(backlog())
+    journal = Journal(tmp_path / "journal.txt")
+    group = f"{topology.prefix}-g"
+    options = ("--ordering", "unordered", "--max-uncommitted", str(bound), "--concurrency", "16")
+    first = workers(*options)
+    wait_for(lambda: len(journal.done()) >= bound // 2, 90, "the tail running behind the head")
+    [tp] = {line.tp for line in journal.lines()}
+
+    def finished_in_commit() -> set[int]:
+        commits = asyncio.run(admin.committed_with_metadata(kafka_settings, group))
+        return offsetmap.decode(commits[tp].offset, commits[tp].metadata) if tp in commits else set()
+
+    # The tail stops at the bound; once the commit's map holds every finished offset, nothing moves.
+    wait_for(lambda: finished_in_commit() == {line.offset for line in journal.done()}, 60, "the tail committed")
+    done_before = {line.offset for line in journal.done()}
+    head_offset = min(line.offset for line in journal.lines())
+    assert asyncio.run(admin.committed_offsets(kafka_settings, group))[tp] == head_offset
+    assert bound // 2 <= len(done_before) <= bound
+    expected_lag = tail + 1 - len(done_before)
+    wait_for(lambda: _exported_lag(tmp_path / "worker-0.log") == expected_lag, 30, "lag without the finished tail")
+    [row] = [p for p in asyncio.run(lag.read_lag(kafka_settings, group, [tp.topic])) if p.partition == tp.partition]
+    assert (row.lag, row.keda_lag) == (expected_lag, tail + 1)
+    rss_kib = int(
+        next(
+            ln.split()[1]
+            for ln in Path(f"/proc/{first.pid}/status").read_text().splitlines()
+            if ln.startswith("VmRSS:")
+        )
+    )
+    print(f"\n{len(done_before)} of {tail} tail tasks done behind the head (bound {bound}); RSS {rss_kib // 1024} MiB")
+    assert rss_kib < 150 * 1024  # the tail waits on the broker, not in the worker
+
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    second = workers(*options)
+    # Once the successor fetched the range and skipped the finished offsets, its lag shows them as done.
+    wait_for(lambda: _exported_lag(tmp_path / "worker-1.log") == expected_lag, 60, "the successor skipping the tail")
+    rerun = [line for line in journal.lines() if line.pid == second.pid]
+    assert [line.offset for line in rerun] == [head_offset]  # only the head runs again
+    assert {line.task_id for line in journal.done()} <= set(ids)

@@ -2,6 +2,7 @@ import random
 
 import pytest
 
+from streamproc import offsetmap
 from streamproc.offsets import PartitionOffsets
 
 
@@ -34,14 +35,57 @@ def test_gaps_in_offsets_do_not_stall_the_commit() -> None:
     assert offsets.committable() == 10
 
 
-def test_to_commit_only_reports_movement() -> None:
+def test_to_commit_only_reports_changes() -> None:
     offsets = PartitionOffsets()
     offsets.fetched(0)
-    assert offsets.to_commit() == 0
-    offsets.committed(0)
+    offsets.fetched(1)
+    assert offsets.to_commit() == (0, "", 0)
+    offsets.committed(0, 0)
+    assert offsets.to_commit() is None
+    offsets.finished(1)  # the commit stays at 0, but its map now holds 1
+    commit = offsets.to_commit()
+    assert commit is not None and commit[0] == 0 and offsetmap.decode(0, commit[1]) == {1}
+    offsets.committed(commit[0], commit[2])
     assert offsets.to_commit() is None
     offsets.finished(0)
-    assert offsets.to_commit() == 1
+    assert offsets.to_commit() == (2, "", 2)
+
+
+def test_a_new_owner_skips_what_the_previous_one_finished() -> None:
+    before = PartitionOffsets()
+    for o in range(10):
+        before.fetched(o)
+    for o in (3, 4, 8):
+        before.finished(o)
+    commit = before.to_commit()
+    assert commit is not None and commit[0] == 0
+    after = PartitionOffsets(offsetmap.decode(commit[0], commit[1]))
+    assert [o for o in range(10) if after.fetched(o)] == [0, 1, 2, 5, 6, 7, 9]
+    assert after.finished_ahead == 3 and after.unfinished == 7
+    for o in (0, 1, 2):
+        after.finished(o)
+    assert after.committable() == 5
+
+
+def test_inherited_offsets_not_yet_fetched_stay_in_the_map() -> None:
+    offsets = PartitionOffsets(inherited={12, 15})
+    offsets.fetched(10)
+    offsets.fetched(11)
+    offsets.finished(11)
+    commit = offsets.to_commit()
+    assert commit is not None and offsetmap.decode(10, commit[1]) == {11, 12, 15}
+
+
+def test_open_span_counts_from_the_head_to_the_next_fetch() -> None:
+    offsets = PartitionOffsets()
+    assert offsets.open_span == 0
+    for o in range(100):
+        offsets.fetched(o)
+    for o in range(1, 100):
+        offsets.finished(o)
+    assert offsets.open_span == 100 and offsets.unfinished == 1 and offsets.finished_ahead == 99
+    offsets.finished(0)
+    assert offsets.open_span == 0
 
 
 def test_offsets_must_grow() -> None:

@@ -1,0 +1,59 @@
+"""Committing a worker's partitions, and picking up where their previous owner left off (SPEC §5).
+
+A commit names each partition's lowest unfinished offset and carries, in its metadata, the offsets
+above it that already finished (`offsetmap`). A partition's new owner reads that commit back when
+it is assigned the partition, so work that finished behind a slow task is not run twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from streamproc import offsetmap
+from streamproc.offsets import PartitionOffsets
+
+log = structlog.get_logger("streamproc.worker")
+READ_TIMEOUT_S = 10.0
+
+
+async def commit(consumer: AIOKafkaConsumer, trackers: Mapping[TopicPartition, PartitionOffsets]) -> None:
+    """Commit every tracker whose commit changed; a failure is logged and left to the next call."""
+    assigned = consumer.assignment()  # read right before the commit (KAFKA-NOTES "Commits")
+    # The trackers themselves, not their dict: a revocation may remove them during the await.
+    due = [
+        (tp, tracker, commit)
+        for tp, tracker in trackers.items()
+        if tp in assigned and (commit := tracker.to_commit()) is not None
+    ]
+    if not due:
+        return
+    try:
+        await consumer.commit({tp: (offset, metadata) for tp, _, (offset, metadata, _) in due})
+    except KafkaError as exc:
+        # A rebalance took the partitions (their next owner resumes from the last commit), or
+        # the broker is unreachable for now (the next commit carries the same offsets).
+        log.warning("commit failed", error=str(exc), error_type=type(exc).__name__, partitions=len(due))
+        return
+    for _, tracker, (offset, _, version) in due:
+        tracker.committed(offset, version)
+
+
+async def inherited(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, set[int]]:
+    """The offsets the group's last commits mark as finished above the committed offsets.
+
+    aiokafka's public `committed()` drops the metadata, so this asks its group coordinator, as
+    `committed()` does itself. If the broker cannot say, nothing is known: those tasks run again.
+    """
+    try:
+        async with asyncio.timeout(READ_TIMEOUT_S):  # aiokafka retries retriable errors without end
+            commits = await consumer._coordinator.fetch_committed_offsets(list(partitions))
+    except (KafkaError, TimeoutError) as exc:
+        log.warning("could not read the offset maps of the last commits", error=str(exc) or type(exc).__name__)
+        return {}
+    maps = {tp: offsetmap.decode(found.offset, found.metadata) for tp, found in commits.items() if found.offset >= 0}
+    return {tp: done for tp, done in maps.items() if done}
