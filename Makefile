@@ -12,7 +12,7 @@ HELM_BUILD := .tools/helm-$(HELM_VERSION)/helm
 HELM := .tools/bin/helm
 GO ?= $(or $(shell command -v go 2>/dev/null),/usr/local/go/bin/go)
 
-.PHONY: install demo test lint unit helm bench broker-stop clean
+.PHONY: install demo test lint unit fuzz chaos helm bench broker-stop clean
 
 install: $(INSTALLED)
 
@@ -32,6 +32,15 @@ lint: install
 
 unit: install
 	$(BIN)/pytest tests/unit
+
+# The property tests of tests/unit with far more examples than `make test` runs (tests/unit/conftest.py).
+fuzz: install
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest --timeout=0 tests/unit
+
+# The chaos harness (SPEC §11): worker kills, broker kills, scaling and a rebalance storm, 20,000
+# keyed and 20,000 unkeyed tasks each, on a broker of its own; prints the table (tests/chaos).
+chaos: install
+	$(BIN)/python -m tests.chaos
 
 bench: install
 	$(BIN)/streamproc bench

@@ -88,13 +88,14 @@ async def one_partition(kafka_settings: KafkaSettings, topology: Topology) -> To
 
 
 INTEGRATION_DIR = os.path.join(os.path.dirname(__file__), "integration")
+CHAOS_DIR = os.path.join(os.path.dirname(__file__), "chaos")
 _skipped_kafka_tests: list[str] = []
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test under tests/integration talks to the real broker."""
+    """Every test under tests/integration and tests/chaos talks to a real broker."""
     for item in items:
-        if str(item.path).startswith(INTEGRATION_DIR):
+        if str(item.path).startswith((INTEGRATION_DIR, CHAOS_DIR)):
             item.add_marker(pytest.mark.kafka)
 
 
