@@ -33,6 +33,7 @@ from streamproc.envelope import (
     ATTEMPT,
     DLQ_REASON,
     ERROR_MESSAGE,
+    ERROR_TRACEBACK,
     ERROR_TYPE,
     FAILED_AT,
     MAX_TIME_MS,
@@ -131,6 +132,12 @@ class DeadLetter:
     @property
     def error_message(self) -> str:
         return self.headers.get(ERROR_MESSAGE, "")
+
+    @property
+    def error_traceback(self) -> str | None:
+        """The failing attempt's traceback (its last 8 KiB); None for a poison record or a letter
+        written before tracebacks were kept."""
+        return self.headers.get(ERROR_TRACEBACK) or None
 
     @property
     def failed_at_ms(self) -> int:

@@ -31,6 +31,7 @@ ORIGINAL_PARTITION = "original-partition"
 ORIGINAL_OFFSET = "original-offset"
 ERROR_TYPE = "error-type"
 ERROR_MESSAGE = "error-message"
+ERROR_TRACEBACK = "error-traceback"  # the failing attempt's traceback, its last 8 KiB
 FAILED_AT = "failed-at"
 RETRY_AT = "retry-at"  # tier records only
 DLQ_REASON = "dlq-reason"  # DLQ records only
@@ -46,6 +47,8 @@ DLQ_REASONS = (
     "missing_task",
 )
 MAX_ERROR_MESSAGE_BYTES = 1024
+MAX_TRACEBACK_BYTES = 8 * 1024
+TRACEBACK_CUT = "…\n"  # starts a traceback cut to its end
 MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant `datetime` can represent
 # The values a numeric header may take; anything else (and any text over 20 characters) counts as absent.
 NUMERIC_RANGES = {
@@ -58,7 +61,7 @@ NUMERIC_RANGES = {
 }
 _MAX_NUMBER_CHARS = 20  # 2**63 - 1 has 19 digits; longer text is not parsed at all
 _ORIGIN = (ORIGINAL_TOPIC, ORIGINAL_PARTITION, ORIGINAL_OFFSET)
-_FAILURE = (ERROR_TYPE, ERROR_MESSAGE, FAILED_AT, RETRY_AT, DLQ_REASON, VALUE_DROPPED)
+_FAILURE = (ERROR_TYPE, ERROR_MESSAGE, ERROR_TRACEBACK, FAILED_AT, RETRY_AT, DLQ_REASON, VALUE_DROPPED)
 _OWN = frozenset((TASK, TASK_ID, ENQUEUED_AT, ATTEMPT, PRIORITY, TRACEPARENT, *_ORIGIN, *_FAILURE))
 
 Headers = list[tuple[str, bytes]]
@@ -183,10 +186,26 @@ def _encoded(headers: dict[str, str]) -> Headers:
     return [(name, value.encode()) for name, value in headers.items()]
 
 
-def _cap(text: str, limit: int = MAX_ERROR_MESSAGE_BYTES) -> str:
+def _cap(text: str, limit: int = MAX_ERROR_MESSAGE_BYTES, *, keep_end: bool = False) -> str:
     """`text` cut to at most `limit` UTF-8 bytes, never inside a character (a lone surrogate, which
-    a handler's error may carry, is written as `\\udcff`)."""
-    return text.encode("utf-8", "backslashreplace")[:limit].decode("utf-8", "ignore")
+    a handler's error may carry, is written as `\\udcff`).
+
+    By default the start is kept. With `keep_end` the end is kept instead, behind `TRACEBACK_CUT`
+    (counted in `limit`) when anything was cut: what a traceback needs, whose innermost frames and
+    exception message come last."""
+    encoded = text.encode("utf-8", "backslashreplace")
+    if len(encoded) <= limit:
+        return encoded.decode()
+    if not keep_end:
+        return encoded[:limit].decode("utf-8", "ignore")
+    mark = TRACEBACK_CUT.encode()
+    return TRACEBACK_CUT + encoded[len(encoded) - (limit - len(mark)) :].decode("utf-8", "ignore")
+
+
+def cap_traceback(text: str) -> str:
+    """A traceback cut to `MAX_TRACEBACK_BYTES` UTF-8 bytes on a character boundary, keeping its END (the
+    innermost frames and the exception's message matter most); a cut one starts with `TRACEBACK_CUT`."""
+    return _cap(text, MAX_TRACEBACK_BYTES, keep_end=True)
 
 
 def failure_headers(
@@ -199,6 +218,7 @@ def failure_headers(
     retry_at_ms: int | None = None,
     dlq_reason: str | None = None,
     value_dropped: int | None = None,
+    error_traceback: str | None = None,
 ) -> Headers:
     """Headers of the retry record (with `retry_at_ms`) or DLQ record (with `dlq_reason`) of a task.
 
@@ -206,7 +226,10 @@ def failure_headers(
     SPEC §3 written out, so the task keeps its id, first-enqueued time and priority wherever it
     goes. `original-*` name the intake record and survive later tiers (unless one is missing or out
     of range: then all three name this record); the failure headers describe only this failure.
-    `value_dropped` is the size of a value too large to copy (`value-dropped` header).
+    `value_dropped` is the size of a value too large to copy (`value-dropped` header);
+    `error_traceback` the failing attempt's formatted traceback (`error-traceback`, its last 8 KiB,
+    see `cap_traceback`): none for a failure without one (a poison record, a deferral), and then no
+    header, not even an earlier failure's.
     """
     headers = {name: value for name, value in envelope.headers.items() if name not in _FAILURE}
     if envelope.task is not None:
@@ -226,13 +249,21 @@ def failure_headers(
         headers[DLQ_REASON] = dlq_reason
     if value_dropped is not None:
         headers[VALUE_DROPPED] = str(value_dropped)
+    if error_traceback:
+        headers[ERROR_TRACEBACK] = cap_traceback(error_traceback)
     return _encoded(headers)
 
 
 def own_headers(headers: Headers) -> Headers:
-    """Only streamproc's headers, each value cut to 1 KiB: what a dead letter keeps when even its
-    copy without the value is too large (a huge key or headers)."""
-    return [(name, value[:MAX_ERROR_MESSAGE_BYTES]) for name, value in headers if name in _OWN]
+    """Only streamproc's headers, each value cut to 1 KiB (a traceback to its last 1 KiB): what a dead
+    letter keeps when even its copy without the value is too large (a huge key or headers)."""
+    return [
+        (name, _cap(value.decode("utf-8", "replace"), keep_end=True).encode())
+        if name == ERROR_TRACEBACK
+        else (name, value[:MAX_ERROR_MESSAGE_BYTES])
+        for name, value in headers
+        if name in _OWN
+    ]
 
 
 def replay_headers(dead: dict[str, str], replayed_from: str) -> Headers:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
@@ -46,6 +47,15 @@ class Outcome:
     @property
     def error_type(self) -> str | None:
         return type(self.error).__name__ if self.error is not None else None
+
+    def format_traceback(self) -> str | None:
+        """The failing attempt's traceback, formatted as Python prints it (chained exceptions too);
+        None when its error was never raised (a deferral) or the record itself is at fault (a poison
+        record: the traceback would show only streamproc's own frames)."""
+        error = self.error
+        if error is None or error.__traceback__ is None or isinstance(error, PoisonRecord):
+            return None
+        return "".join(traceback.format_exception(error))
 
 
 class TaskTimeout(TimeoutError):

@@ -16,8 +16,9 @@ finished work behind a slow task too, at most `--max-uncommitted` per partition.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -55,6 +56,94 @@ def keda_replicas(partitions: Sequence[PartitionLag], lag_threshold: int) -> int
     if total // lag_threshold > len(partitions):
         total = len(partitions) * lag_threshold
     return math.ceil(total / lag_threshold)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicLag:
+    """One topic's totals; `keda_replicas` is None for a topic that is no KEDA trigger (a retry tier)."""
+
+    topic: str
+    partitions: int
+    lag: int
+    keda_lag: int
+    keda_replicas: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class LagReport:
+    """What `streamproc lag` shows: totals per topic, KEDA's decision, and the partitions behind them."""
+
+    group: str
+    lag_threshold: int
+    topics: list[TopicLag]
+    partitions: list[PartitionLag]
+
+    @property
+    def lag(self) -> int:
+        return sum(t.lag for t in self.topics)
+
+    @property
+    def keda_replicas(self) -> int:
+        """What KEDA sets: the largest of its triggers' (one per intake topic and route), 0 without any."""
+        return max((t.keda_replicas for t in self.topics if t.keda_replicas is not None), default=0)
+
+    @property
+    def never_committed(self) -> bool:
+        """The group committed nothing on these partitions (a new group, or a mistyped name)."""
+        return all(p.committed is None for p in self.partitions)
+
+    def as_json(self) -> dict[str, Any]:
+        """The report as one JSON-ready document (`streamproc lag --json`)."""
+        return {
+            "group": self.group,
+            "lag_threshold": self.lag_threshold,
+            "lag": self.lag,
+            "keda_replicas": self.keda_replicas,
+            "committed": not self.never_committed,
+            "topics": [
+                {
+                    "topic": t.topic,
+                    "partitions": t.partitions,
+                    "lag": t.lag,
+                    "keda_lag": t.keda_lag,
+                    "keda_trigger": t.keda_replicas is not None,
+                    "keda_replicas": t.keda_replicas,
+                }
+                for t in self.topics
+            ],
+            "partitions": [
+                {
+                    "topic": p.topic,
+                    "partition": p.partition,
+                    "start": p.start,
+                    "end": p.end,
+                    "committed": p.committed,
+                    "finished_ahead": p.finished_ahead,
+                    "lag": p.lag,
+                }
+                for p in self.partitions
+            ],
+        }
+
+
+def summarize(
+    partitions: Sequence[PartitionLag], triggers: Collection[str], group: str, lag_threshold: int
+) -> LagReport:
+    """Totals per topic (in the order of `partitions`) and the replicas of each KEDA trigger among `triggers`."""
+    by_topic: dict[str, list[PartitionLag]] = {}
+    for p in partitions:
+        by_topic.setdefault(p.topic, []).append(p)
+    topics = [
+        TopicLag(
+            topic,
+            len(rows),
+            sum(p.lag for p in rows),
+            sum(p.keda_lag for p in rows),
+            keda_replicas(rows, lag_threshold) if topic in triggers else None,
+        )
+        for topic, rows in by_topic.items()
+    ]
+    return LagReport(group, lag_threshold, topics, list(partitions))
 
 
 async def read_lag(settings: KafkaSettings, group: str, topics: list[str]) -> list[PartitionLag]:

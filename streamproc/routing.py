@@ -130,6 +130,7 @@ class OutcomeRouter:
                 return await self._dead_letter(envelope, outcome, "retries_exhausted")
             tier, attempt = next_tier, envelope.attempt + 1
         failed_at = _now_ms()
+        trace = outcome.format_traceback()
         headers = failure_headers(
             envelope,
             attempt=attempt,
@@ -137,22 +138,25 @@ class OutcomeRouter:
             error_message=str(outcome.error),
             failed_at_ms=failed_at,
             retry_at_ms=failed_at + tier.delay_ms,
+            error_traceback=trace,
         )
         try:
             await self._send(tier.topic, envelope.value, envelope.key, headers)
         except _TOO_LARGE:
-            return await self._dead_letter_without_value(envelope, outcome, tier.topic, "retries_exhausted")
+            return await self._dead_letter_without_value(envelope, outcome, tier.topic, "retries_exhausted", trace)
         routed = Routed(Disposition.DEFERRED if outcome.result is Result.DEFERRED else Disposition.RETRIED, tier.name)
         (log.info if outcome.result is Result.DEFERRED else log.warning)(
             f"task {routed.disposition}",
             tier=tier.name,
             error_type=outcome.error_type,
             error=str(outcome.error),
+            traceback=trace,
             **_task_fields(envelope, outcome),
         )
         return routed
 
     async def _dead_letter(self, envelope: Envelope, outcome: Outcome, reason: str) -> Routed:
+        trace = outcome.format_traceback()
         headers = failure_headers(
             envelope,
             attempt=envelope.attempt,
@@ -160,21 +164,25 @@ class OutcomeRouter:
             error_message=str(outcome.error),
             failed_at_ms=_now_ms(),
             dlq_reason=reason,
+            error_traceback=trace,
         )
         try:
             await self._send(self._dlq, envelope.value, envelope.key, headers)
         except _TOO_LARGE:
-            return await self._dead_letter_without_value(envelope, outcome, self._dlq, reason)
+            return await self._dead_letter_without_value(envelope, outcome, self._dlq, reason, trace)
         log.error(
             "task dead-lettered",
             reason=reason,
             error_type=outcome.error_type,
             error=str(outcome.error),
+            traceback=trace,
             **_task_fields(envelope, outcome),
         )
         return Routed(Disposition.DEAD_LETTERED, reason=reason)
 
-    async def _dead_letter_without_value(self, envelope: Envelope, outcome: Outcome, topic: str, reason: str) -> Routed:
+    async def _dead_letter_without_value(
+        self, envelope: Envelope, outcome: Outcome, topic: str, reason: str, trace: str | None
+    ) -> Routed:
         """Dead-letter a task whose copy is too large for `topic`: with an empty value and its size in
         `value-dropped`. Should even that be too large (a huge key or headers), the key and every header
         but streamproc's own go too, those cut to 1 KiB each."""
@@ -188,6 +196,7 @@ class OutcomeRouter:
             failed_at_ms=_now_ms(),
             dlq_reason=reason,
             value_dropped=size,
+            error_traceback=trace,
         )
         try:
             await self._send(self._dlq, b"", envelope.key, headers)
@@ -199,6 +208,7 @@ class OutcomeRouter:
             size=size,
             error_type=outcome.error_type,
             error=str(outcome.error),
+            traceback=trace,
             **_task_fields(envelope, outcome),
         )
         return Routed(Disposition.DEAD_LETTERED, reason=reason)

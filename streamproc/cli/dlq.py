@@ -16,7 +16,7 @@ from rich.text import Text
 
 from streamproc import dlq
 from streamproc.cli.options import BootstrapServers, TopicsFile
-from streamproc.envelope import DLQ_REASONS
+from streamproc.envelope import DLQ_REASONS, ERROR_TRACEBACK
 from streamproc.settings import KafkaSettings
 from streamproc.topology import load_topology
 
@@ -144,7 +144,8 @@ def show(
     file: TopicsFile = None,
     bootstrap_servers: BootstrapServers = None,
 ) -> None:
-    """Print one dead letter: every header, and its value (pretty JSON when it is JSON)."""
+    """Print one dead letter: every header, the failing attempt's traceback, and its value (pretty JSON
+    when it is JSON)."""
     topology = load_topology(file)
     letter = asyncio.run(
         dlq.get_dead_letter(KafkaSettings.from_env(bootstrap_servers), topology, _ref(offset, "OFFSET"))
@@ -155,8 +156,12 @@ def show(
     table.add_row("timestamp", f"{letter.timestamp} ({_utc(letter.timestamp)})")
     table.add_row("key", Text("-" if letter.key is None else letter.key.decode("utf-8", "replace")))
     for name, value in letter.headers.items():
-        table.add_row(Text(name), Text(value))
+        if name != ERROR_TRACEBACK:  # printed below the table, where its lines stay whole
+            table.add_row(Text(name), Text(value))
     console.print(table)
+    if letter.error_traceback is not None:
+        console.print(f"{ERROR_TRACEBACK}:", style="bold", highlight=False)
+        console.print(letter.error_traceback.rstrip("\n"), highlight=False, markup=False, soft_wrap=True)
     if letter.value is None:
         console.print("no value (null)")
         return

@@ -8,8 +8,10 @@ import itertools
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from streamproc import Producer, admin, dlq, provisioning
@@ -21,7 +23,7 @@ from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
 from streamproc.worker import Worker, WorkerConfig
 from tests import worker_app
-from tests.helpers import read_records, running, until
+from tests.helpers import read_records, run_cli, running, until
 from tests.worker_app import Call, app
 
 SPEC_HEADERS = {"task", "task-id", "enqueued-at", "attempt", "priority", "traceparent"}
@@ -96,10 +98,13 @@ async def test_a_task_failing_twice_runs_three_attempts_each_after_its_tier_dela
         assert headers["attempt"] == attempt
         assert int(headers["retry-at"]) - int(headers["failed-at"]) == delay_ms
         assert headers["task-id"] == task_id
+        # Each tier record carries the traceback of the attempt that just failed, not an earlier one's.
+        trace = headers["error-traceback"]
+        assert ", in flaky\n" in trace and trace.endswith(f"RuntimeError: twice failed on attempt {int(attempt) - 1}\n")
 
 
 async def test_a_task_that_always_fails_ends_in_the_dlq_with_every_header(
-    kafka_settings: KafkaSettings, topology: Topology
+    kafka_settings: KafkaSettings, topology: Topology, tmp_path: Path
 ) -> None:
     await provisioning.apply(kafka_settings, topology)
     recorder = Recorder()
@@ -127,6 +132,26 @@ async def test_a_task_that_always_fails_ends_in_the_dlq_with_every_header(
     assert (headers["error-type"], headers["error-message"]) == ("RuntimeError", "always failed on attempt 3")
     assert dead.key == b"k1"
     assert json.loads(dead.value) == {"label": "always", "fail_times": 99}
+    trace = headers["error-traceback"]
+    assert trace.startswith("Traceback (most recent call last):")
+    assert ", in flaky\n" in trace and trace.endswith("RuntimeError: always failed on attempt 3\n")
+
+    topics_file = tmp_path / "topics.yaml"
+    topics_file.write_text(yaml.safe_dump(topology.model_dump()))
+    shown = await asyncio.to_thread(
+        run_cli,
+        "dlq",
+        "show",
+        f"{dead.partition}:{dead.offset}",
+        "--file",
+        str(topics_file),
+        STREAMPROC_BOOTSTRAP_SERVERS=kafka_settings.bootstrap_servers,
+    )
+    assert shown.returncode == 0, shown.stderr
+    # Below the header table, the traceback's lines as they are, the handler's frame among them.
+    below = shown.stdout.split("error-traceback:\n", 1)[1]
+    assert below.startswith("Traceback (most recent call last):\n")
+    assert ", in flaky\n" in below and "RuntimeError: always failed on attempt 3\n" in below
 
 
 async def test_each_poison_kind_lands_in_the_dlq_while_the_partition_keeps_flowing(
@@ -158,12 +183,17 @@ async def test_each_poison_kind_lands_in_the_dlq_while_the_partition_keeps_flowi
         deadline = time.monotonic() + 10
         while await committed() != len(records):
             assert time.monotonic() < deadline, "the commit did not pass the poison records"
+            await asyncio.sleep(0.05)  # a poll with a deadline, not a busy loop on the broker
     reasons = {headers_of(r)["task-id"]: headers_of(r)["dlq-reason"] for r in dead}
     assert reasons == {kind: kind for kind, _, _ in records[1:-1]}
     assert [call.label for call in worker_app.calls if call.label.startswith("good")] == ["good-1", "good-2"]
     by_id = {headers_of(r)["task-id"]: r for r in dead}
     assert by_id["undecodable"].value == b"not json {"  # kept as it came, for inspection
     assert "task" not in headers_of(by_id["missing_task"])
+    # A poison record is the record's fault: no traceback. A handler's PermanentError has its own.
+    traced = {task_id for task_id, r in by_id.items() if "error-traceback" in headers_of(r)}
+    assert traced == {"permanent_error"}
+    assert ", in flaky\n" in headers_of(by_id["permanent_error"])["error-traceback"]
 
 
 async def test_a_record_too_large_for_the_dlq_lands_there_without_its_value(

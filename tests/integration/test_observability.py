@@ -126,16 +126,48 @@ async def test_lag_command_and_gauge_show_the_backlog_and_keda_replicas(
         args = ("lag", "--group", f"{topology.prefix}-g", "--file", str(topics_file))
         # By hand, KEDA's formula: total lag 50 on 3 partitions. Threshold 10: 50 // 10 = 5 > 3, so the
         # lag is capped at 3 * 10 and ceil(30 / 10) = 3 replicas. Threshold 30: ceil(50 / 30) = 2.
-        capped = await asyncio.to_thread(run_cli, *args, "--lag-threshold", "10", **env)
+        capped = await asyncio.to_thread(run_cli, *args, "--lag-threshold", "10", "--json", **env)
         uncapped = await asyncio.to_thread(run_cli, *args, "--lag-threshold", "30", **env)
+        detailed = await asyncio.to_thread(run_cli, *args, "--lag-threshold", "30", "--by", "partition", **env)
         worker_app.gates["hold"].set()
-    for result, replicas in ((capped, 3), (uncapped, 2)):
+    for result in (capped, uncapped, detailed):
         assert result.returncode == 0, result.stderr
-        rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") >= 5}
-        cells = [cell.strip() for cell in rows[intake].split("│")[1:-1]]
-        assert cells[1:3] == ["3", str(backlog)], rows[intake]  # partitions, lag of the topic
-        assert cells[3] == str(replicas)
-        assert f"KEDA would run {replicas} replica(s)" in " ".join(result.stdout.split())
+
+    document = json.loads(capped.stdout)
+    assert (document["group"], document["lag_threshold"], document["keda_replicas"]) == (f"{topology.prefix}-g", 10, 3)
+    [totals] = [t for t in document["topics"] if t["topic"] == intake]
+    assert (totals["partitions"], totals["lag"], totals["keda_trigger"], totals["keda_replicas"]) == (
+        3,
+        backlog,
+        True,
+        3,
+    )
+    rows = [p for p in document["partitions"] if p["topic"] == intake]
+    assert sorted(p["partition"] for p in rows) == [0, 1, 2]
+    assert sum(p["lag"] for p in rows) == backlog
+    for row in rows:  # a partition never committed counts from its log start, where a new group begins
+        start = row["start"] if row["committed"] is None else row["committed"]
+        assert row["lag"] == row["end"] - start - row["finished_ahead"], row
+
+    def totals_row(stdout: str) -> list[str]:
+        """The intake topic's row of the totals table (topic, partitions, lag, KEDA replicas)."""
+        [row] = [line for line in stdout.splitlines() if line.count("│") == 5 and f" {intake} " in line]
+        return [cell.strip() for cell in row.split("│")[1:-1]]
+
+    for result in (uncapped, detailed):
+        assert totals_row(result.stdout) == [intake, "3", str(backlog), "2"]
+        assert "KEDA would run 2 replica(s)" in " ".join(result.stdout.split())
+    assert "finished ahead" not in uncapped.stdout  # --by topic (the default): no partition table
+    # --by partition: the same totals and KEDA line first, then a row per partition.
+    keda_line, partition_table = (detailed.stdout.index(word) for word in ("KEDA would run", "finished ahead"))
+    assert keda_line < partition_table
+    cells = [
+        [cell.strip() for cell in line.split("│")[1:-1]]
+        for line in detailed.stdout[partition_table:].splitlines()
+        if line.count("│") == 7 and f" {intake} " in line
+    ]
+    assert sorted(row[1] for row in cells) == ["0", "1", "2"]
+    assert sum(int(row[5]) for row in cells) == backlog
 
 
 def test_every_log_line_of_a_worker_run_is_json_with_the_task_fields(
@@ -205,3 +237,13 @@ async def test_lag_of_a_group_that_never_committed_says_so_and_exits_1(
     assert result.returncode == 1
     assert "'no-such-group' has no committed offset" in " ".join(result.stderr.split())
     assert len(result.stderr.strip().splitlines()) == 1
+    # With --json: the document first (a new group's figures), then the same one error line.
+    as_json = await asyncio.to_thread(
+        run_cli, "lag", "--group", "no-such-group", "--json", "--file", str(topics_file), **env
+    )
+    assert as_json.returncode == 1
+    document = json.loads(as_json.stdout)
+    assert document["committed"] is False and document["group"] == "no-such-group"
+    assert all(p["committed"] is None for p in document["partitions"]) and document["partitions"]
+    assert "'no-such-group' has no committed offset" in " ".join(as_json.stderr.split())
+    assert len(as_json.stderr.strip().splitlines()) == 1

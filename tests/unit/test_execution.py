@@ -5,7 +5,7 @@ import pytest
 
 from streamproc import App, PermanentError, TaskContext
 from streamproc.envelope import Envelope
-from streamproc.execution import Executor, Result, TaskTimeout
+from streamproc.execution import Executor, Outcome, Result, TaskTimeout
 
 app = App()
 threads: list[str] = []
@@ -84,3 +84,14 @@ async def test_the_handlers_own_timeout_error_is_a_plain_failure_and_the_executo
     timed_out = await executor.run(envelope("hang"))  # the watchdog still watches after the first call
     assert isinstance(timed_out.error, TaskTimeout)
     executor.close()
+
+
+async def test_a_raised_failure_carries_its_traceback_and_a_poison_record_none() -> None:
+    executor = Executor(app, threads=1)
+    for task in ("boom", "refuse"):
+        trace = (await executor.run(envelope(task))).format_traceback()
+        assert trace is not None and trace.startswith("Traceback (most recent call last):"), task
+        assert f"in {task}\n" in trace, trace  # the handler's own frame
+    assert (await executor.run(envelope("nobody"))).format_traceback() is None  # unknown_task
+    assert (await executor.run(envelope("boom", b"not json"))).format_traceback() is None  # invalid payload
+    assert Outcome(Result.DEFERRED, 0.0, RuntimeError("circuit open")).format_traceback() is None  # never raised
