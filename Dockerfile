@@ -13,7 +13,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # Dependencies and the package first, so editing handlers/ or topics/ does not reinstall them.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY streamproc ./streamproc
 RUN pip install . && rm -rf build streamproc.egg-info
 

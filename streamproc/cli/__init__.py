@@ -9,6 +9,7 @@ import typer
 from aiokafka.errors import KafkaError
 from rich.console import Console
 
+from streamproc import __version__
 from streamproc.cli import bench, broker, demo, dlq, lag, submit, topics, worker
 from streamproc.connection_errors import explain
 from streamproc.errors import StreamprocError
@@ -19,7 +20,7 @@ app = typer.Typer(
     help="Kafka-backed streaming task processor.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion [bash|zsh|fish|powershell]
 )
 app.add_typer(broker.app, name="broker")
 app.add_typer(topics.app, name="topics")
@@ -33,8 +34,19 @@ app.command("bench")(bench.bench)
 _debug = False
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"streamproc {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _options(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+def _options(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     global _debug
     _debug = debug
     # aiokafka logs every failed connection attempt; a command reports the failure itself, once.

@@ -58,6 +58,16 @@ def worker(
             "fetching that partition waits there.",
         ),
     ] = _DEFAULTS.max_uncommitted,
+    sync_threads: Annotated[
+        int,
+        typer.Option(
+            "--sync-threads",
+            envvar="STREAMPROC_SYNC_THREADS",
+            min=1,
+            help="Threads that run synchronous (def) handlers; at most this many run at once. "
+            "For CPU-bound work, run more worker processes.",
+        ),
+    ] = _DEFAULTS.sync_threads,
     metrics_port: MetricsPort = DEFAULT_METRICS_PORT,
     file: TopicsFile = None,
     bootstrap_servers: BootstrapServers = None,
@@ -73,6 +83,7 @@ def worker(
         shutdown_timeout=shutdown_timeout,
         reserved_slots=reserved_slots,
         max_uncommitted=max_uncommitted,
+        sync_threads=sync_threads,
     )
     handlers = load_app(app)
     metrics = Metrics(handlers.tasks, group)
