@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from streamproc.context import TaskContext
     from streamproc.errors import PermanentError
     from streamproc.producer import Producer
+    from streamproc.sync_producer import SyncProducer
 
 __version__ = "0.1.0"
 
@@ -23,8 +24,9 @@ _HOMES = {
     "TaskContext": "streamproc.context",
     "PermanentError": "streamproc.errors",
     "Producer": "streamproc.producer",
+    "SyncProducer": "streamproc.sync_producer",
 }
-__all__ = ["App", "PermanentError", "Producer", "Task", "TaskContext", "__version__"]
+__all__ = ["App", "PermanentError", "Producer", "SyncProducer", "Task", "TaskContext", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
