@@ -19,6 +19,8 @@ from aiokafka.structs import OffsetAndMetadata
 
 from streamproc.settings import KafkaSettings
 
+UNKNOWN_TOPIC_OR_PARTITION = 3
+
 
 @dataclass(frozen=True)
 class TopicState:
@@ -102,6 +104,23 @@ async def _wait_for_partitions(client: AIOKafkaAdminClient, counts: dict[str, in
             led = {t["topic"]: sum(p["leader"] >= 0 for p in t["partitions"]) for t in metadata if not t["error_code"]}
             if all(led.get(name, 0) >= count for name, count in counts.items()):
                 return
+            await asyncio.sleep(0.1)
+
+
+async def delete_topics(client: AIOKafkaAdminClient, names: list[str], within_s: float = 30.0) -> list[str]:
+    """Delete the existing topics among `names`; return once metadata no longer lists them (a topic
+    created again at once would otherwise collide with the deletion still under way)."""
+    existing = sorted(set(await client.list_topics()) & set(names))
+    if not existing:
+        return []
+    response = await client.delete_topics(existing)
+    for name, code in response.topic_error_codes:
+        if code != UNKNOWN_TOPIC_OR_PARTITION:  # deleted meanwhile: the outcome wanted
+            _raise_for_code(code, f"delete topic {name}")
+    async with asyncio.timeout(within_s):
+        while True:
+            if not set(await client.list_topics()) & set(existing):
+                return existing
             await asyncio.sleep(0.1)
 
 

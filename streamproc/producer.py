@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -29,25 +28,12 @@ from streamproc.app import Task
 from streamproc.envelope import Headers, task_headers
 from streamproc.errors import StreamprocError
 from streamproc.settings import KafkaSettings
-from streamproc.topology import DEFAULT_TOPICS_FILE, Topology, load_topology
+from streamproc.topology import Topology, load_topology
 
 DEFAULT_MAX_REQUEST_SIZE = 1_048_576  # aiokafka's default, and about the broker's default message.max.bytes
 DEFAULT_PRIORITY = "normal"
 
 Payload = BaseModel | Mapping[str, Any]
-
-
-def topology_from_env(path: str | os.PathLike[str] | None = None) -> Topology:
-    """The topics file if one is named (flag or `STREAMPROC_TOPICS_FILE`) or the default file exists.
-
-    A producer embedded in an application often runs where no topics file is deployed; it then
-    uses the default topology (prefix `tasks`, priorities high/normal/low). A file that is named
-    explicitly must exist, so a typo is not silently replaced by the defaults.
-    """
-    named = path or os.environ.get("STREAMPROC_TOPICS_FILE")
-    if named or Path(DEFAULT_TOPICS_FILE).is_file():
-        return load_topology(named)
-    return Topology()
 
 
 def resolve_priority(topology: Topology, priority: str | None) -> str:
@@ -109,7 +95,7 @@ class Producer:
         cls, bootstrap_servers: str | None = None, topics_file: str | os.PathLike[str] | None = None
     ) -> Producer:
         """Connection from `STREAMPROC_*` variables, topics from the topics file (or the defaults)."""
-        return cls(KafkaSettings.from_env(bootstrap_servers), topology_from_env(topics_file))
+        return cls(KafkaSettings.from_env(bootstrap_servers), load_topology(topics_file))
 
     async def start(self) -> None:
         """Connect to the cluster. `acks=all` plus idempotence: an acknowledged task is durable and

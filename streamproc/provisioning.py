@@ -122,6 +122,13 @@ async def apply(settings: KafkaSettings, topology: Topology, dry_run: bool = Fal
     return changes
 
 
+async def delete(settings: KafkaSettings, topology: Topology) -> list[str]:
+    """Delete the topology's own topics (intake, tiers, DLQ; never a route's); return those that existed."""
+    own = [spec.name for spec in topology.topics() if spec.role != "route"]
+    async with admin.admin_client(settings) as client:
+        return await admin.delete_topics(client, own)
+
+
 async def cluster_state(settings: KafkaSettings, topology: Topology) -> tuple[dict[str, admin.TopicState], Plan]:
     """What the cluster has of the declared topics, and the plan that would make it match."""
     async with admin.admin_client(settings) as client:

@@ -27,9 +27,9 @@ from typing import Any, Self, TypeVar
 
 from streamproc.app import Task
 from streamproc.errors import StreamprocError
-from streamproc.producer import DEFAULT_MAX_REQUEST_SIZE, Payload, Producer, topology_from_env
+from streamproc.producer import DEFAULT_MAX_REQUEST_SIZE, Payload, Producer
 from streamproc.settings import KafkaSettings
-from streamproc.topology import Topology
+from streamproc.topology import Topology, load_topology
 
 T = TypeVar("T")
 
@@ -60,7 +60,7 @@ class SyncProducer:
         cls, bootstrap_servers: str | None = None, topics_file: str | os.PathLike[str] | None = None
     ) -> SyncProducer:
         """Connection from `STREAMPROC_*` variables, topics from the topics file (or the defaults)."""
-        return cls(KafkaSettings.from_env(bootstrap_servers), topology_from_env(topics_file))
+        return cls(KafkaSettings.from_env(bootstrap_servers), load_topology(topics_file))
 
     @property
     def closed(self) -> bool:

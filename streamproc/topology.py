@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -20,6 +22,8 @@ from pydantic_core import ErrorDetails
 from streamproc.errors import StreamprocError
 
 DEFAULT_TOPICS_FILE = "topics/topics.yaml"
+TOPICS_FILE_ENV = "STREAMPROC_TOPICS_FILE"
+_TEMPLATE = "default_topics.yaml"  # in the package: what `topics init` writes and the built-in defaults
 
 TOPIC_NAME = r"^[A-Za-z0-9._-]{1,249}$"
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
@@ -192,13 +196,48 @@ def _describe(error: ErrorDetails) -> str:
     return f"{path}: {message}" if path else message
 
 
+def named_topics_file(path: str | os.PathLike[str] | None = None) -> Path | None:
+    """The topics file named explicitly: the `--file` flag, else `STREAMPROC_TOPICS_FILE`; None if neither."""
+    named = path or os.environ.get(TOPICS_FILE_ENV)
+    return Path(named) if named else None
+
+
+def topics_file_target(path: str | os.PathLike[str] | None = None) -> Path:
+    """Where the topics file is read from or written to: the named file, else `topics/topics.yaml`."""
+    return named_topics_file(path) or Path(DEFAULT_TOPICS_FILE)
+
+
+def default_topics_text() -> str:
+    """The packaged default topics file, comments included (what `streamproc topics init` writes)."""
+    return resources.files("streamproc").joinpath(_TEMPLATE).read_text(encoding="utf-8")
+
+
+@cache
+def default_topology() -> Topology:
+    """The topology every command uses when no topics file is named and `topics/topics.yaml` is absent."""
+    return _parse(Path(f"<streamproc>/{_TEMPLATE}"), default_topics_text())
+
+
 def load_topology(path: str | os.PathLike[str] | None = None) -> Topology:
-    """Read and validate the topics file (`STREAMPROC_TOPICS_FILE`, default `topics/topics.yaml`)."""
-    file = Path(path or os.environ.get("STREAMPROC_TOPICS_FILE", DEFAULT_TOPICS_FILE))
+    """The topology of every command and of `Producer.from_env`, from the first of: the file named
+    by `path` (the `--file` flag) or `STREAMPROC_TOPICS_FILE`; `topics/topics.yaml` if it exists;
+    the built-in defaults (`default_topology()`). A file that is named but missing is an error, so
+    a typo is not silently replaced by the defaults."""
+    file = named_topics_file(path)
+    if file is None:
+        if not Path(DEFAULT_TOPICS_FILE).is_file():
+            return default_topology()
+        file = Path(DEFAULT_TOPICS_FILE)
     try:
-        raw = yaml.safe_load(file.read_text()) or {}
+        text = file.read_text()
     except FileNotFoundError:
-        raise StreamprocError(f"{file}: no such topics file") from None
+        raise StreamprocError(f"{file}: no such topics file (`streamproc topics init` writes one)") from None
+    return _parse(file, text)
+
+
+def _parse(file: Path, text: str) -> Topology:
+    try:
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise StreamprocError(f"{file}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

@@ -1,9 +1,11 @@
 """`streamproc demo`: the main job, end to end, on a broker that is there.
 
-Starts (or finds) a broker, applies the topics, runs worker consumers of the example app in
+Starts (or finds) a broker, applies the topics under a prefix of the demo's own (`demo`, so
+it never leaves tasks on the default `tasks.*` topics), runs worker consumers of the example app in
 `handlers/`, submits a few thousand tasks across the priorities, shows live progress, and ends
 with a summary: attempts per priority and disposition (succeeded, retried through a tier,
 deferred by an open circuit, dead-lettered), throughput, wait p50/p99, and where failures went.
+On exit, also on failure or Ctrl-C, it deletes its topics unless `--keep`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -43,6 +47,16 @@ from streamproc.worker import Worker, WorkerConfig
 
 console = Console()
 STALL_S = 60.0
+DEMO_PREFIX = "demo"
+
+
+def demo_topology(base: Topology, prefix: str) -> Topology:
+    """`base` (the topics file or the defaults) under the demo's own prefix and without routes:
+    the demo submits to its own intake topics only, and must not consume another application's events."""
+    try:
+        return Topology.model_validate({**base.model_dump(), "prefix": prefix, "routes": []})
+    except ValidationError as exc:
+        raise StreamprocError(f"--prefix {prefix!r}: not a topic prefix ({exc.errors()[0]['msg']})") from None
 
 
 def demo_broker() -> KafkaSettings:
@@ -143,7 +157,7 @@ async def _run_demo(
     app = load_app("handlers.app:app")
     await provisioning.apply(settings, topology)
     stats = DemoStats()
-    config = WorkerConfig(group="streamproc-demo", concurrency=concurrency)
+    config = WorkerConfig(group=f"streamproc-{topology.prefix}", concurrency=concurrency)
     metrics = Metrics(app.tasks, config.group)
     consumers = [Worker(app, settings, topology, config, hooks=[stats, metrics]) for _ in range(workers)]
     async with observed(consumers, metrics, metrics_port, host="127.0.0.1") as port:
@@ -183,7 +197,9 @@ async def _drive(
         console.print("\nfailed attempts and where they went:")
         for what, count in stats.failures.most_common():
             console.print(f"  {count} x {what}")
-        console.print("inspect dead letters with `streamproc dlq list`, replay them with `streamproc dlq replay`")
+        console.print(
+            f"dead letters went to {topology.dlq_topic} (run with --keep to inspect them with `streamproc dlq`)"
+        )
 
 
 def demo(
@@ -192,12 +208,33 @@ def demo(
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Tasks at once per worker.")] = 64,
     metrics_port: MetricsPort = 0,
     file: TopicsFile = None,
+    prefix: Annotated[
+        str,
+        typer.Option("--prefix", help="Prefix of the demo's own topics (the topics file's prefix is not used)."),
+    ] = DEMO_PREFIX,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the demo's topics and their records on exit.")] = False,
 ) -> None:
     """Run the example app on a local (or named) broker and show throughput and waits."""
+    topology = demo_topology(load_topology(file), prefix)
     log_file = Path(".streamproc-demo.log")
     with log_file.open("w") as log:
         configure_logging(stream=log)
         settings = demo_broker()
-        topology = load_topology(file)
-        asyncio.run(_run_demo(settings, topology, tasks, workers, concurrency, metrics_port))
+        console.print(f"the demo's topics: {topology.prefix}.* ({'kept' if keep else 'deleted'} on exit)")
+        try:
+            asyncio.run(_run_demo(settings, topology, tasks, workers, concurrency, metrics_port))
+        finally:
+            if not keep:
+                _delete_topics(settings, topology)
     console.print(f"\nworker logs: {log_file}")
+
+
+def _delete_topics(settings: KafkaSettings, topology: Topology) -> None:
+    """Delete the demo's topics; a failure here is a warning, never hiding the run's own error."""
+    try:
+        deleted = asyncio.run(provisioning.delete(settings, topology))
+    except (KafkaError, OSError, TimeoutError) as exc:
+        console.print(f"[yellow]warning:[/yellow] could not delete the demo's topics {topology.prefix}.*: {exc}")
+        return
+    if deleted:
+        console.print(f"deleted the demo's topics ({len(deleted)} x {topology.prefix}.*)", highlight=False)

@@ -7,7 +7,12 @@ import typer
 
 TopicsFile = Annotated[
     Path | None,
-    typer.Option("--file", "-f", help="Topics file (env STREAMPROC_TOPICS_FILE, default topics/topics.yaml)."),
+    typer.Option(
+        "--file",
+        "-f",
+        help="Topics file (env STREAMPROC_TOPICS_FILE; default topics/topics.yaml if it exists, else the built-in "
+        "defaults; `streamproc topics init` writes them).",
+    ),
 ]
 BootstrapServers = Annotated[
     str | None, typer.Option("--bootstrap-servers", help="Kafka bootstrap servers (env STREAMPROC_BOOTSTRAP_SERVERS).")

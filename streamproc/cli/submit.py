@@ -14,8 +14,9 @@ from streamproc.app import Task
 from streamproc.cli.options import BootstrapServers, TopicsFile
 from streamproc.errors import StreamprocError
 from streamproc.loading import load_app
-from streamproc.producer import Producer, encode_payload, resolve_priority, topology_from_env
+from streamproc.producer import Producer, encode_payload, resolve_priority
 from streamproc.settings import KafkaSettings
+from streamproc.topology import load_topology
 
 console = Console()
 err_console = Console(stderr=True)
@@ -60,7 +61,7 @@ def submit(
             known = ", ".join(sorted(loaded.tasks)) or "none"
             raise StreamprocError(f"task {task!r} is not registered in {app} (its tasks: {known})")
         target = loaded.tasks[task]
-    topology = topology_from_env(file)
+    topology = load_topology(file)
     # Check all that needs no broker first, so bad input is reported even when Kafka is down.
     resolved = resolve_priority(topology, priority)
     encode_payload(target, payload)

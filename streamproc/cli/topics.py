@@ -1,4 +1,4 @@
-"""`streamproc topics apply|list`: the declared topics of `topics/topics.yaml` on the cluster."""
+"""`streamproc topics apply|list|init`: the declared topics of `topics/topics.yaml` on the cluster."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from rich.table import Table
 
 from streamproc import provisioning
 from streamproc.cli.options import BootstrapServers, TopicsFile
+from streamproc.errors import StreamprocError
 from streamproc.settings import KafkaSettings
-from streamproc.topology import load_topology
+from streamproc.topology import default_topics_text, load_topology, topics_file_target
 
 app = typer.Typer(help="Make the cluster's topics match the topics file.", no_args_is_help=True)
 console = Console()
@@ -56,3 +57,17 @@ def list_(file: TopicsFile = None, bootstrap_servers: BootstrapServers = None) -
             "[yellow]differs[/yellow]" if plan.differs(spec.name) else "[green]ok[/green]",
         )
     console.print(table)
+
+
+@app.command()
+def init(
+    file: TopicsFile = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write the default topics file (the topology every command uses when there is none) to edit."""
+    target = topics_file_target(file)
+    if target.exists() and not force:
+        raise StreamprocError(f"{target} exists; `streamproc topics init --force` overwrites it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(default_topics_text())
+    console.print(f"wrote {target}; edit it, then `streamproc topics apply`", highlight=False)

@@ -67,6 +67,7 @@ def test_the_wheel_holds_the_package_data_the_license_and_only_streamproc(wheel:
         dist_info = f"streamproc-{streamproc.__version__}.dist-info"
         assert {
             "streamproc/py.typed",
+            "streamproc/default_topics.yaml",  # what `topics init` writes and the built-in defaults
             "streamproc/localbroker/pom.xml",
             "streamproc/localbroker/log4j2.properties",
             "streamproc/cli/__init__.py",

@@ -1,9 +1,14 @@
+import inspect
 from pathlib import Path
 
 import pytest
+import yaml
 
+from streamproc.cli.demo import DEMO_PREFIX, demo, demo_topology
 from streamproc.errors import StreamprocError
-from streamproc.topology import Topology, load_topology, parse_duration_ms
+from streamproc.producer import Producer
+from streamproc.topology import Topology, default_topics_text, default_topology, load_topology, parse_duration_ms
+from tests.helpers import run_cli
 
 REPO_TOPICS_FILE = Path(__file__).parents[2] / "topics" / "topics.yaml"
 
@@ -96,3 +101,82 @@ def test_durations() -> None:
     ]
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration_ms("5 s")
+
+
+def test_the_packaged_template_is_the_defaults() -> None:
+    """One source: the built-in defaults are loaded from the template `topics init` writes, and it
+    agrees with the model's own field defaults (which fill what a partial file leaves out)."""
+    assert default_topology() == Topology()
+    assert Topology.model_validate(yaml.safe_load(default_topics_text())) == Topology()
+    assert "# " in default_topics_text()  # the comments that explain each section are kept
+
+
+@pytest.fixture
+def empty_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STREAMPROC_TOPICS_FILE", raising=False)
+    return tmp_path
+
+
+def test_without_a_topics_file_every_reader_uses_the_defaults(empty_cwd: Path) -> None:
+    assert load_topology() == load_topology(None) == Topology()
+    assert Producer.from_env().topology == Topology()
+
+
+def test_topics_yaml_in_the_working_directory_is_used_when_none_is_named(empty_cwd: Path) -> None:
+    (empty_cwd / "topics").mkdir()
+    (empty_cwd / "topics" / "topics.yaml").write_text("prefix: mine\n")
+    assert load_topology().prefix == "mine"
+    assert Producer.from_env().topology.prefix == "mine"
+
+
+def test_a_named_file_must_exist(empty_cwd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(StreamprocError, match=r"absent\.yaml: no such topics file"):
+        load_topology(empty_cwd / "absent.yaml")
+    with pytest.raises(StreamprocError, match=r"absent\.yaml: no such topics file"):
+        Producer.from_env(topics_file=empty_cwd / "absent.yaml")
+    monkeypatch.setenv("STREAMPROC_TOPICS_FILE", "from-env.yaml")
+    with pytest.raises(StreamprocError, match=r"from-env\.yaml: no such topics file"):
+        load_topology()
+    (empty_cwd / "from-env.yaml").write_text("prefix: env\n")
+    assert load_topology().prefix == "env"
+    assert load_topology(REPO_TOPICS_FILE).prefix == "tasks"  # the flag wins over the variable
+
+
+def test_topics_init_writes_the_defaults_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    env = {"STREAMPROC_TOPICS_FILE": ""}
+    written = run_cli("topics", "init", cwd=str(tmp_path), **env)
+    assert written.returncode == 0, written.stderr
+    target = tmp_path / "topics" / "topics.yaml"
+    assert target.read_text() == default_topics_text()
+    assert load_topology(target) == Topology()
+
+    target.write_text("prefix: edited\n")
+    refused = run_cli("topics", "init", cwd=str(tmp_path), **env)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        "error: topics/topics.yaml exists; `streamproc topics init --force` overwrites it"
+    ]
+    assert target.read_text() == "prefix: edited\n"
+
+    forced = run_cli("topics", "init", "--force", cwd=str(tmp_path), **env)
+    assert forced.returncode == 0, forced.stderr
+    assert target.read_text() == default_topics_text()
+
+    named = run_cli("topics", "init", "--file", "conf/mine.yaml", cwd=str(tmp_path), **env)
+    assert named.returncode == 0, named.stderr
+    assert (tmp_path / "conf" / "mine.yaml").read_text() == default_topics_text()
+    by_env = run_cli("topics", "init", cwd=str(tmp_path), STREAMPROC_TOPICS_FILE="conf/env.yaml")
+    assert by_env.returncode == 0, by_env.stderr
+    assert (tmp_path / "conf" / "env.yaml").read_text() == default_topics_text()
+
+
+def test_the_demo_runs_under_a_prefix_of_its_own_without_routes() -> None:
+    assert DEMO_PREFIX == "demo" != Topology().prefix
+    assert inspect.signature(demo).parameters["prefix"].default == DEMO_PREFIX
+    topology = demo_topology(load_topology(REPO_TOPICS_FILE), DEMO_PREFIX)
+    assert topology.routes == []
+    assert all(spec.name.startswith("demo.") for spec in topology.topics())
+    assert topology.priorities == load_topology(REPO_TOPICS_FILE).priorities
+    with pytest.raises(StreamprocError, match="--prefix"):
+        demo_topology(Topology(), "bad prefix")
