@@ -12,7 +12,7 @@ HELM_BUILD := .tools/helm-$(HELM_VERSION)/helm
 HELM := .tools/bin/helm
 GO ?= $(or $(shell command -v go 2>/dev/null),/usr/local/go/bin/go)
 
-.PHONY: install demo test lint unit fuzz chaos helm bench broker-stop clean
+.PHONY: install demo test lint unit fuzz chaos docs helm bench broker-stop clean
 
 install: $(INSTALLED)
 
@@ -42,6 +42,11 @@ fuzz: install
 chaos: install
 	$(BIN)/python -m tests.chaos
 
+# The docs site (docs/, mkdocs.yml) into site/; --strict makes every warning an error (`make test` runs it).
+# Not --quiet: it hides the warnings that --strict counts, so a broken link would pass.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 bench: install
 	$(BIN)/streamproc bench
 
@@ -54,7 +59,7 @@ $(HELM): $(HELM_BUILD)
 	mkdir -p $(@D)
 	ln -sfn ../helm-$(HELM_VERSION)/helm $@
 
-test: lint $(HELM)
+test: lint docs $(HELM)
 	$(BIN)/pytest
 
 broker-stop: install
