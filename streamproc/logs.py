@@ -1,7 +1,9 @@
 """structlog set-up: JSON lines by default, a console format for humans.
 
-`STREAMPROC_LOG_FORMAT=console` switches the format; `STREAMPROC_LOG_LEVEL` (default `info`)
-sets the level. Standard-library logging (aiokafka's) goes through the same renderer.
+`STREAMPROC_LOG_FORMAT=console` switches the format (`json` or `console`, anything else is an
+error naming the variable); `STREAMPROC_LOG_LEVEL` (default `info`) sets the level. The console
+format has colours only when the stream is a terminal, so a redirected file holds no escape codes.
+Standard-library logging (aiokafka's) goes through the same renderer.
 
 A long-running process passes `repeat_interval_s`: then each distinct warning or error (its
 logger, level and message template, not its arguments) is written at most once per interval, and
@@ -14,7 +16,6 @@ events (those with a `task_id`) are never held back: each is about a different t
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import time
@@ -22,6 +23,9 @@ from collections.abc import Callable, Hashable
 from typing import TextIO
 
 import structlog
+
+from streamproc.errors import StreamprocError
+from streamproc.settings import LOG_FORMATS, LOG_LEVELS, Settings
 
 MAX_KEYS = 1024  # distinct templates remembered; more (a bug logging ever-new text) restart the count
 
@@ -87,14 +91,29 @@ def _limit_repeats(limiter: RepeatLimiter) -> structlog.typing.Processor:
     return processor
 
 
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
+
+
 def configure_logging(
     fmt: str | None = None,
     level: str | None = None,
     stream: TextIO = sys.stderr,
     repeat_interval_s: float | None = None,
 ) -> None:
-    fmt = fmt or os.environ.get("STREAMPROC_LOG_FORMAT", "json")
-    level_no = logging.getLevelNamesMapping()[(level or os.environ.get("STREAMPROC_LOG_LEVEL", "info")).upper()]
+    """Format and level from the arguments, else `STREAMPROC_LOG_FORMAT` and `STREAMPROC_LOG_LEVEL`
+    (`StreamprocError` naming the variable when one is not valid)."""
+    if fmt is None or level is None:
+        env = Settings.read()
+        fmt, level = fmt or env.log_format, level or env.log_level
+    if fmt not in LOG_FORMATS:
+        raise StreamprocError(f"log format {fmt!r} is not valid: use one of {', '.join(LOG_FORMATS)}")
+    if level.lower() not in LOG_LEVELS:
+        raise StreamprocError(f"log level {level!r} is not valid: use one of {', '.join(LOG_LEVELS)}")
+    level_no = logging.getLevelNamesMapping()[level.upper()]
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -103,7 +122,9 @@ def configure_logging(
     limiter = RepeatLimiter(repeat_interval_s) if repeat_interval_s else None
     own_limit = [_limit_repeats(limiter)] if limiter else []
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer(colors=_is_terminal(stream))
+        if fmt == "console"
+        else structlog.processors.JSONRenderer()
     )
     structlog.configure(
         processors=[*shared, *own_limit, structlog.processors.format_exc_info, renderer],

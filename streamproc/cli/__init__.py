@@ -13,7 +13,7 @@ from streamproc import __version__
 from streamproc.cli import bench, broker, demo, dlq, lag, submit, topics, worker
 from streamproc.connection_errors import explain
 from streamproc.errors import StreamprocError
-from streamproc.settings import last_read
+from streamproc.settings import Settings, last_read, load_env_file
 
 app = typer.Typer(
     name="streamproc",
@@ -42,6 +42,7 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _options(
+    ctx: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
     version: bool = typer.Option(
         False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
@@ -49,6 +50,12 @@ def _options(
 ) -> None:
     global _debug
     _debug = debug
+    # Before any subcommand reads its options: a `.env` in the current directory fills the
+    # variables the environment leaves unset (flags with `envvar=` read them too), and a bad value
+    # is one line naming the variable (exit 1) rather than a usage error or a traceback later.
+    if not ctx.resilient_parsing:  # not while completing a command line
+        load_env_file()
+        Settings.read()
     # aiokafka logs every failed connection attempt; a command reports the failure itself, once.
     logging.getLogger("aiokafka").setLevel(logging.DEBUG if debug else logging.CRITICAL)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from streamproc.admin import broker_answers
 from streamproc.errors import StreamprocError
 from streamproc.localbroker.certs import ensure_certificates
-from streamproc.settings import KafkaSettings
+from streamproc.settings import KafkaSettings, Settings
 
 KAFKA_VERSION = "4.4.0"
 MAIN_CLASS = "kafka.Kafka"
@@ -107,8 +107,9 @@ class LocalBroker:
 
     @classmethod
     def from_env(cls) -> LocalBroker:
-        home = Path(os.environ.get("STREAMPROC_HOME", "~/.cache/streamproc")).expanduser()
-        port = int(os.environ.get("STREAMPROC_BROKER_PORT", "9092"))
+        """`STREAMPROC_HOME` and `STREAMPROC_BROKER_PORT` (`.env` too), checked like every setting."""
+        env = Settings.read()
+        home, port = Path(env.home).expanduser(), env.broker_port
         return cls(home=home, port=port, controller_port=port + 1)
 
     @property
