@@ -15,7 +15,7 @@ WORKDIR /app
 # Dependencies and the package first, so editing handlers/ or topics/ does not reinstall them.
 COPY pyproject.toml README.md LICENSE ./
 COPY streamproc ./streamproc
-RUN pip install . && rm -rf build streamproc.egg-info
+RUN pip install '.[cli]' && rm -rf build streamproc.egg-info  # [cli]: the `streamproc` command
 
 # --app MODULE:ATTR is imported from the working directory, and topics/topics.yaml is the default topics file.
 COPY handlers ./handlers

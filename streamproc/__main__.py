@@ -3,6 +3,8 @@
 For `streamproc worker`, SIGTERM is caught before the CLI (and aiokafka, pydantic, the user's
 app) is imported, so a SIGTERM during start-up ends the worker cleanly instead of killing it (see
 `termination`). Other commands keep the default: SIGTERM ends them at once.
+
+The command's own dependencies (typer, rich) are the `cli` extra: without them it says so in one line.
 """
 
 from __future__ import annotations
@@ -17,11 +19,22 @@ def _command(args: list[str]) -> str | None:
     return next((arg for arg in args if not arg.startswith("-")), None)
 
 
+CLI_MODULES = frozenset({"typer", "click", "rich"})  # the `cli` extra and what it brings
+
+
 def main() -> None:
     if _command(sys.argv[1:]) == "worker":
         termination.record()
-    from streamproc.cli import main as run  # after the handler: this import is most of the start-up
-
+    try:
+        from streamproc.cli import main as run  # after the handler: this import is most of the start-up
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in CLI_MODULES:
+            raise
+        sys.stderr.write(
+            f"error: the streamproc command needs the cli extra ({exc.name} is not installed): "
+            "pip install 'streamproc[cli]'\n"
+        )
+        sys.exit(1)
     run()
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import structlog
+# For the annotation only: importing structlog imports rich when it is installed, and a module of
+# tasks that a web app imports to submit them must not pay for that (tests/unit/test_import_path.py).
+if TYPE_CHECKING:
+    import structlog
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,21 +1,18 @@
-"""Dead letters: read the DLQ, and replay dead letters to intake exactly once per replay group (SPEC §6).
+"""Dead letters: read the DLQ, find one by id, and replay dead letters to intake exactly once per
+replay group (SPEC §6).
 
 Reading never joins or commits a consumer group: it assigns the DLQ's partitions, seeks, and
 stops at the end offsets taken when it began, so a DLQ that keeps growing cannot keep a command
 running.
 
-Replay remembers what it sent in a consumer group of its own (the ledger). Per DLQ partition the
-group's committed offset is the lowest offset not yet replayed, and the commit's metadata lists
-the replayed offsets above it as ranges (`"12-40,45,50-51"`): a filtered replay leaves gaps that a
-plain committed offset could not express. The ledger is committed only after the broker
-acknowledged the replayed records, so a crash replays some records twice, never none
-(at-least-once).
+Replay remembers what it sent in a consumer group of its own, the ledger (`replay_ledger`). The
+ledger is committed only after the broker acknowledged the replayed records, so a crash replays
+some records twice, never none (at-least-once).
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import heapq
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Iterable, Mapping
@@ -25,147 +22,20 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import OffsetMetadataTooLargeError
-from aiokafka.structs import OffsetAndMetadata
 
 from streamproc import lenient_decoding
 from streamproc.admin import admin_client, committed_with_metadata, topic_partitions
-from streamproc.envelope import (
-    ATTEMPT,
-    DLQ_REASON,
-    ERROR_MESSAGE,
-    ERROR_TRACEBACK,
-    ERROR_TYPE,
-    FAILED_AT,
-    MAX_TIME_MS,
-    ORIGINAL_OFFSET,
-    ORIGINAL_PARTITION,
-    ORIGINAL_TOPIC,
-    PRIORITY,
-    TASK,
-    TASK_ID,
-    decode_headers,
-    int_header,
-    replay_headers,
-)
+from streamproc.dead_letters import NO_TASK, DeadLetter, LetterRef, Selection
+from streamproc.envelope import PRIORITY, replay_headers
 from streamproc.errors import StreamprocError
 from streamproc.producer import Producer, resolve_priority
+from streamproc.replay_ledger import PartitionLedger, default_replay_group, load_ledger, replayed_positions
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
 
 MAX_METADATA_BYTES = 4096  # the broker's `offset.metadata.max.bytes` default
 STALL_S = 30.0  # a read that makes no progress this long fails instead of hanging
 REPLAY_CHUNK = 5_000  # records sent before the deliveries are awaited and the ledger committed
-
-NO_TASK = "(no task)"  # how summaries and listings name a dead letter without a task header
-
-LetterRef = tuple[int | None, int]
-"""A dead letter as the user names it: (partition, offset), the partition None for a bare offset."""
-
-
-def parse_ref(text: str) -> LetterRef:
-    """`PARTITION:OFFSET` or a bare `OFFSET` (the id `dlq list` shows)."""
-    partition, sep, offset = text.strip().rpartition(":")
-    try:
-        ref = (int(partition) if sep else None, int(offset))
-    except ValueError:
-        raise ValueError(f"{text!r} is not PARTITION:OFFSET or OFFSET") from None
-    if ref[1] < 0 or (ref[0] is not None and ref[0] < 0):
-        raise ValueError(f"{text!r}: partitions and offsets are not negative")
-    return ref
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """One DLQ record with its headers as text and the SPEC §3 headers as properties."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: dict[str, str]
-
-    @classmethod
-    def from_record(cls, record: Any) -> DeadLetter:
-        """From an aiokafka `ConsumerRecord`; undecodable header bytes are replaced, never fatal."""
-        return cls(
-            record.topic,
-            record.partition,
-            record.offset,
-            record.timestamp,
-            record.key,
-            record.value,
-            decode_headers(record.headers),
-        )
-
-    @property
-    def id(self) -> str:
-        """What `dlq list` shows and `dlq show`/`replay --offsets` accept."""
-        return f"{self.partition}:{self.offset}"
-
-    @property
-    def position(self) -> str:
-        """What a replayed record's `replayed-from` header carries."""
-        return f"{self.topic}-{self.partition}-{self.offset}"
-
-    @property
-    def task(self) -> str | None:
-        return self.headers.get(TASK) or None
-
-    @property
-    def reason(self) -> str | None:
-        return self.headers.get(DLQ_REASON) or None
-
-    @property
-    def priority(self) -> str | None:
-        return self.headers.get(PRIORITY) or None
-
-    @property
-    def attempt(self) -> int:
-        return int_header(self.headers, ATTEMPT, 1)
-
-    @property
-    def error_type(self) -> str:
-        return self.headers.get(ERROR_TYPE, "")
-
-    @property
-    def error_message(self) -> str:
-        return self.headers.get(ERROR_MESSAGE, "")
-
-    @property
-    def error_traceback(self) -> str | None:
-        """The failing attempt's traceback (its last 8 KiB); None for a poison record or a letter
-        written before tracebacks were kept."""
-        return self.headers.get(ERROR_TRACEBACK) or None
-
-    @property
-    def failed_at_ms(self) -> int:
-        """`failed-at`, else the record's timestamp; 0 if that is out of range too (any client may
-        write the DLQ), so a listing can always show it as a date."""
-        return int_header(self.headers, FAILED_AT, self.timestamp if 0 <= self.timestamp <= MAX_TIME_MS else 0)
-
-    @property
-    def task_id(self) -> str | None:
-        return self.headers.get(TASK_ID) or None
-
-    @property
-    def original_position(self) -> str | None:
-        """`<topic>-<partition>-<offset>` of the intake record the task failed from."""
-        parts = [self.headers.get(name) for name in (ORIGINAL_TOPIC, ORIGINAL_PARTITION, ORIGINAL_OFFSET)]
-        return "-".join(p for p in parts if p) if all(parts) else None
-
-
-@dataclass(frozen=True, slots=True)
-class Selection:
-    """Which dead letters a command works on: all, or those of one task and/or reason."""
-
-    task: str | None = None
-    reason: str | None = None
-
-    def matches(self, letter: DeadLetter) -> bool:
-        return (self.task is None or letter.task == self.task) and (self.reason is None or letter.reason == self.reason)
-
 
 Progress = Callable[[int, int], None]
 """Called with (offsets scanned, offsets to scan) as a read advances."""
@@ -282,10 +152,27 @@ async def _open_dlq(
 
 @dataclass(frozen=True, slots=True)
 class Listing:
-    """The most recent matching dead letters, oldest first, and how many matched in all."""
+    """The most recent matching dead letters, oldest first, how many matched in all, and the ids
+    (`partition:offset`) of those listed that the replay group `group` has replayed."""
 
     letters: list[DeadLetter]
     matched: int
+    group: str
+    replayed: frozenset[str] = frozenset()
+
+
+def _oldest_first(letter: DeadLetter) -> tuple[int, int, int]:
+    return letter.timestamp, letter.partition, letter.offset
+
+
+async def replayed_ids(
+    settings: KafkaSettings, topology: Topology, letters: Iterable[DeadLetter], group: str | None = None
+) -> frozenset[str]:
+    """The ids of `letters` that the replay group (default `<dlq>-replay`) has replayed, from its ledger."""
+    positions = {(letter.partition, letter.offset) for letter in letters}
+    group = group or default_replay_group(topology)
+    done = await replayed_positions(settings, group, topology.dlq_topic, positions)
+    return frozenset(f"{partition}:{offset}" for partition, offset in done)
 
 
 async def list_dead_letters(
@@ -294,22 +181,25 @@ async def list_dead_letters(
     selection: Selection = Selection(),
     limit: int | None = None,
     progress: Progress | None = None,
+    group: str | None = None,
 ) -> Listing:
     """The `limit` most recent (by record timestamp) dead letters that match, reading the whole DLQ
-    while keeping only those in memory."""
-    newest: list[tuple[int, int, int, DeadLetter]] = []
+    while keeping only those in memory, marked if the replay group replayed them."""
+    newest: list[tuple[tuple[int, int, int], DeadLetter]] = []
     matched = 0
     async with _open_dlq(settings, topology) as dlq, aclosing(dlq.read(dict(dlq.begin), progress=progress)) as letters:
         async for letter in letters:
             if not selection.matches(letter):
                 continue
             matched += 1
-            item = (letter.timestamp, letter.partition, letter.offset, letter)
+            item = (_oldest_first(letter), letter)
             if limit is None or len(newest) < limit:
                 heapq.heappush(newest, item)
             else:
                 heapq.heappushpop(newest, item)
-    return Listing([item[-1] for item in sorted(newest)], matched)
+    shown = [item[-1] for item in sorted(newest)]
+    group = group or default_replay_group(topology)
+    return Listing(shown, matched, group, await replayed_ids(settings, topology, shown, group))
 
 
 async def get_dead_letter(settings: KafkaSettings, topology: Topology, ref: LetterRef) -> DeadLetter:
@@ -323,125 +213,20 @@ async def get_dead_letter(settings: KafkaSettings, topology: Topology, ref: Lett
     raise StreamprocError(f"no dead letter at {partition}:{offset}")
 
 
-def _range_text(lo: int, hi: int) -> str:
-    return str(lo) if lo == hi else f"{lo}-{hi}"
-
-
-def _separators(ranges: int) -> int:
-    return max(ranges - 1, 0)
-
-
-class PartitionLedger:
-    """What one replay group has replayed of one DLQ partition: every offset below `committed`, and
-    the offsets in `ranges` (inclusive, ascending, above `committed`, never touching each other).
-
-    Adding an offset keeps that shape: it joins its neighbours and, once the ranges reach down to
-    `committed`, moves `committed` over them. The metadata's size is kept up to date at each step,
-    so checking it against Kafka's limit costs nothing per record.
-    """
-
-    __slots__ = ("_ranges", "_size", "committed")
-
-    def __init__(self, committed: int = 0, ranges: Iterable[tuple[int, int]] = ()) -> None:
-        self.committed = committed
-        self._ranges = list(ranges)
-        self._size = sum(len(_range_text(lo, hi)) for lo, hi in self._ranges) + _separators(len(self._ranges))
-
-    @classmethod
-    def decode(cls, committed: int, metadata: str) -> PartitionLedger:
-        """The ledger of a commit; ValueError says what is wrong with metadata it did not write."""
-        ranges: list[tuple[int, int]] = []
-        for item in metadata.split(",") if metadata else ():
-            lo_text, dash, hi_text = item.partition("-")
-            if not lo_text.isdigit() or (dash and not hi_text.isdigit()):
-                raise ValueError(f"{item!r} is not OFFSET or FIRST-LAST")
-            lo, hi = int(lo_text), int(hi_text) if dash else int(lo_text)
-            floor = ranges[-1][1] + 2 if ranges else committed + 1
-            if lo > hi or lo < floor:
-                raise ValueError(f"{item!r} does not start above {floor - 1}, or ends before it starts")
-            ranges.append((lo, hi))
-        return cls(committed, ranges)
-
-    def encode(self) -> str:
-        return ",".join(_range_text(lo, hi) for lo, hi in self._ranges)
-
-    @property
-    def ranges(self) -> list[tuple[int, int]]:
-        return list(self._ranges)
-
-    @property
-    def size(self) -> int:
-        """Bytes of the encoded metadata (it is ASCII)."""
-        return self._size
-
-    @property
-    def highest(self) -> int:
-        """The highest replayed offset, -1 when none."""
-        return self._ranges[-1][1] if self._ranges else self.committed - 1
-
-    def holds(self, offset: int) -> bool:
-        return self._plan(offset) is None
-
-    def size_with(self, offset: int) -> int:
-        """The metadata's size once `offset` is added."""
-        plan = self._plan(offset)
-        return self._size if plan is None else plan[3]
-
-    def add(self, offset: int) -> None:
-        """Record `offset` as replayed (adding one already held changes nothing)."""
-        plan = self._plan(offset)
-        if plan is not None:
-            removed, replacement, self.committed, self._size = plan
-            self._ranges[removed] = replacement
-
-    def _plan(self, offset: int) -> tuple[slice, list[tuple[int, int]], int, int] | None:
-        """How adding `offset` changes the ledger, None if it holds `offset` already: ranges[removed]
-        become `replacement`, then the new committed offset and size."""
-        ranges = self._ranges
-        i = bisect.bisect_right(ranges, offset, key=lambda r: r[0])  # ranges[:i] start at or below offset
-        if offset < self.committed or (i > 0 and ranges[i - 1][1] >= offset):
-            return None
-        joins_left = i > 0 and ranges[i - 1][1] == offset - 1
-        joins_right = i < len(ranges) and ranges[i][0] == offset + 1
-        removed = slice(i - joins_left, i + joins_right)
-        gone = ranges[removed]
-        size = self._size - sum(len(_range_text(lo, hi)) for lo, hi in gone) - _separators(len(ranges))
-        if offset == self.committed:  # no range lies below it: the committed offset moves over the one above
-            return removed, [], gone[-1][1] + 1 if gone else offset + 1, size + _separators(len(ranges) - len(gone))
-        joined = (gone[0][0] if joins_left else offset, gone[-1][1] if joins_right else offset)
-        size += len(_range_text(*joined)) + _separators(len(ranges) - len(gone) + 1)
-        return removed, [joined], self.committed, size
-
-    def forget_below(self, offset: int) -> PartitionLedger:
-        """This ledger with offsets below `offset` counted as done: they left the log (retention), and
-        gaps there, which nobody can fill any more, would only take up metadata."""
-        committed = max(self.committed, offset)
-        ranges = [(max(lo, committed), hi) for lo, hi in self._ranges if hi >= committed]
-        if ranges and ranges[0][0] == committed:
-            committed = ranges.pop(0)[1] + 1
-        return PartitionLedger(committed, ranges)
-
-
-def load_ledger(
-    group: str, topic: str, partitions: Iterable[int], committed: Mapping[TopicPartition, OffsetAndMetadata]
-) -> dict[int, PartitionLedger]:
-    """The ledger of every partition of `topic` from the group's commits (none: nothing replayed)."""
-    ledger = {}
-    for partition in partitions:
-        commit = committed.get(TopicPartition(topic, partition))
-        try:
-            ledger[partition] = PartitionLedger.decode(commit.offset, commit.metadata) if commit else PartitionLedger()
-        except ValueError as exc:
-            raise StreamprocError(
-                f"replay group {group!r} has a commit on {topic} partition {partition} that is not a replay ledger "
-                f"({exc}; metadata {commit.metadata if commit else ''!r}): is the group used by something else? "
-                "Replay with another --group"
-            ) from None
-    return ledger
-
-
-def default_replay_group(topology: Topology) -> str:
-    return f"{topology.dlq_topic}-replay"
+async def find_by_task_id(
+    settings: KafkaSettings, topology: Topology, task_id: str, progress: Progress | None = None
+) -> list[DeadLetter]:
+    """Every dead letter of the task id `task_id`, oldest first, by a scan of the whole DLQ (the
+    `task-id` header is not an index). A task dead-lettered again after a replay has several;
+    StreamprocError when there is none."""
+    found: list[DeadLetter] = []
+    async with _open_dlq(settings, topology) as dlq, aclosing(dlq.read(dict(dlq.begin), progress=progress)) as letters:
+        async for letter in letters:
+            if letter.task_id == task_id:
+                found.append(letter)
+    if not found:
+        raise StreamprocError(f"no dead letter of task id {task_id!r} in {topology.dlq_topic}")
+    return sorted(found, key=_oldest_first)
 
 
 @dataclass(frozen=True, slots=True)

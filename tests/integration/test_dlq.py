@@ -13,7 +13,8 @@ import yaml
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from streamproc import admin, dlq, provisioning
-from streamproc.dlq import Selection, replay
+from streamproc.dead_letters import Selection
+from streamproc.dlq import replay
 from streamproc.envelope import Envelope, failure_headers
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
@@ -159,6 +160,59 @@ async def test_show_by_id_by_bare_offset_and_ambiguous(
     assert "0:0, 1:0" in ambiguous.stderr and "Traceback" not in ambiguous.stderr
     missing = run_cli("dlq", "show", "0:9", "--file", topics_file)
     assert missing.returncode == 1 and "no dead letter at 0:9" in missing.stderr
+
+
+async def test_show_by_task_id_shows_the_newest_and_names_the_others(
+    dlq_producer: AIOKafkaProducer, applied: Topology, topics_file: str
+) -> None:
+    first = await dead_letter(dlq_producer, applied, "a", value=b'{"run": "first"}')
+    await dead_letter(dlq_producer, applied, "b", partition=1)
+    second = await dead_letter(dlq_producer, applied, "a", value=b'{"run": "second"}')  # the same task id again
+
+    shown = ok(run_cli("dlq", "show", "id-a-permanent_error-0", "--file", topics_file))
+    assert f"{applied.dlq_topic} {second}" in shown
+    assert '"run": "second"' in shown and '"run": "first"' not in shown
+    assert f"task id id-a-permanent_error-0 has 2 dead letters; this is the newest, the older: {first}" in shown
+
+    only = ok(run_cli("dlq", "show", "id-b-permanent_error-1", "--file", topics_file))
+    assert f"{applied.dlq_topic} 1:0" in only and "has 2 dead letters" not in only
+
+    missing = run_cli("dlq", "show", "no-such-id", "--file", topics_file)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().splitlines()[-1] == (
+        f"error: no dead letter of task id 'no-such-id' in {applied.dlq_topic}"
+    )
+    negative = run_cli("dlq", "show", "0:-1", "--file", topics_file)  # a malformed id, not a task id
+    assert negative.returncode == 2 and "not negative" in negative.stderr
+
+
+async def test_replayed_dead_letters_are_marked_in_list_and_show(
+    dlq_producer: AIOKafkaProducer, applied: Topology, topics_file: str
+) -> None:
+    ids = [await dead_letter(dlq_producer, applied, task) for task in ("a", "b", "a")]
+    ids.append(await dead_letter(dlq_producer, applied, "c", partition=1))
+
+    listed = json.loads(ok(run_cli("dlq", "list", "--json", "--file", topics_file)))
+    assert [e["replayed"] for e in listed] == [False] * 4
+    assert "replayed 2 dead letters" in ok(run_cli("dlq", "replay", "--task", "a", "--file", topics_file))
+
+    listed = json.loads(ok(run_cli("dlq", "list", "--json", "--file", topics_file)))
+    assert {f"{e['partition']}:{e['offset']}": e["replayed"] for e in listed} == dict(
+        zip(ids, [True, False, True, False], strict=True)
+    )
+    table = ok(run_cli("dlq", "list", "--file", topics_file))
+    rows = {line.split()[1]: line for line in table.splitlines() if line.split()[1:2] and line.split()[1] in ids}
+    assert {i for i, row in rows.items() if "✓" in row} == {ids[0], ids[2]}
+    assert f"4 dead letters in {applied.dlq_topic}, 2 of them replayed (replay group {applied.dlq_topic}-replay)" in (
+        table
+    )
+    other = json.loads(ok(run_cli("dlq", "list", "--json", "--group", "another-group", "--file", topics_file)))
+    assert [e["replayed"] for e in other] == [False] * 4
+
+    assert f"yes (replay group {applied.dlq_topic}-replay)" in ok(run_cli("dlq", "show", ids[0], "--file", topics_file))
+    assert f"no (replay group {applied.dlq_topic}-replay)" in ok(run_cli("dlq", "show", ids[1], "--file", topics_file))
+    by_id = ok(run_cli("dlq", "show", "id-a-permanent_error-0", "--file", topics_file))  # 0:2 shown, 0:0 named
+    assert "yes (replay group" in by_id and f"the older: {ids[0]} (replayed)" in by_id
 
 
 async def test_replay_sends_to_the_intake_of_each_priority_once(

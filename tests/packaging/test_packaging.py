@@ -101,6 +101,13 @@ def test_the_wheel_metadata(wheel: Path) -> None:
     } <= set(classifiers)
     assert not [c for c in classifiers if c.startswith("License ::")]  # PEP 639: the expression only
     assert "kafka" in metadata["Keywords"].split(",")
+    # the command's dependencies are the `cli` extra: code that only submits installs neither
+    requires = metadata.get_all("Requires-Dist") or []
+    assert "cli" in (metadata.get_all("Provides-Extra") or [])
+    assert {r for r in requires if r.startswith(("typer", "rich"))} == {
+        'typer>=0.12; extra == "cli"',
+        'rich>=13; extra == "cli"',
+    }
 
 
 def _mypy_strict_on_user_app(site: Path, project: Path) -> subprocess.CompletedProcess[str]:

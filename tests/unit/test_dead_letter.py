@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from streamproc.dlq import DeadLetter, Selection
+from streamproc.dead_letters import DeadLetter, Selection
 from streamproc.envelope import Envelope, failure_headers
 
 

@@ -8,8 +8,9 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from streamproc.dlq import PartitionLedger, load_ledger, parse_ref
+from streamproc.dead_letters import parse_ref
 from streamproc.errors import StreamprocError
+from streamproc.replay_ledger import PartitionLedger, load_ledger
 
 
 def check(ledger: PartitionLedger, replayed: set[int]) -> None:

@@ -36,7 +36,7 @@ from prometheus_client import generate_latest
 from pydantic import BaseModel
 
 from streamproc import App, PermanentError, TaskContext
-from streamproc.dlq import DeadLetter
+from streamproc.dead_letters import DeadLetter
 from streamproc.envelope import DLQ_REASONS, NUMERIC_RANGES, VALUE_DROPPED, read_envelope
 from streamproc.execution import Executor, Result
 from streamproc.lenient_decoding import install, read_batch
