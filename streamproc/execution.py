@@ -62,6 +62,24 @@ class TaskTimeout(TimeoutError):
     """The handler ran longer than its task's timeout."""
 
 
+def task_context(task: str, envelope: Envelope, logger: Any = None) -> TaskContext:
+    """The `TaskContext` of the task `envelope` carries; `logger` defaults to the task logger bound to
+    the task's log fields. The one definition, used by the worker and by `streamproc.testing`."""
+    return TaskContext(
+        task=task,
+        task_id=envelope.task_id,
+        attempt=envelope.attempt,
+        priority=envelope.priority,
+        topic=envelope.topic,
+        partition=envelope.partition,
+        offset=envelope.offset,
+        key=envelope.key,
+        headers=envelope.headers,
+        enqueued_at=envelope.enqueued_at_ms,
+        log=logger if logger is not None else log.bind(**envelope.log_fields()),
+    )
+
+
 class Executor:
     """Runs tasks of one `App`; sync handlers share a pool of `threads` threads."""
 
@@ -91,7 +109,7 @@ class Executor:
             task = self.task_for(envelope)
             args: tuple[Any, ...] = (task.decode(envelope.value),)
             if task.wants_context:
-                args += (self._context(task, envelope),)
+                args += (task_context(task.name, envelope),)
             await self._call(task, args)
         except PoisonRecord as exc:
             return Outcome(Result.DEAD, time.perf_counter() - begin, exc, exc.reason)
@@ -100,22 +118,6 @@ class Executor:
         except Exception as exc:
             return Outcome(Result.FAILED, time.perf_counter() - begin, exc)
         return Outcome(Result.SUCCEEDED, time.perf_counter() - begin)
-
-    @staticmethod
-    def _context(task: Task[Any, Any], envelope: Envelope) -> TaskContext:
-        return TaskContext(
-            task=task.name,
-            task_id=envelope.task_id,
-            attempt=envelope.attempt,
-            priority=envelope.priority,
-            topic=envelope.topic,
-            partition=envelope.partition,
-            offset=envelope.offset,
-            key=envelope.key,
-            headers=envelope.headers,
-            enqueued_at=envelope.enqueued_at_ms,
-            log=log.bind(**envelope.log_fields()),
-        )
 
     async def _call(self, task: Task[Any, Any], args: tuple[Any, ...]) -> None:
         """Call the handler; cancelled by the watchdog past its deadline, which raises `TaskTimeout`."""

@@ -36,14 +36,11 @@ from streamproc.app import App, Task
 from streamproc.context import TaskContext
 from streamproc.envelope import Envelope, read_envelope, task_headers
 from streamproc.errors import StreamprocError
-from streamproc.execution import Executor, Result
+from streamproc.execution import Executor, Result, task_context
 from streamproc.producer import encode_payload, resolve_priority
 from streamproc.topology import Topology
 
 __all__ = ["Result", "TaskRun", "make_context", "run_task", "run_task_sync"]
-
-_log = structlog.get_logger("streamproc.task")  # the worker's task logger
-
 
 @dataclass(frozen=True, slots=True)
 class TaskRun:
@@ -145,19 +142,7 @@ def make_context(
     )
     if topic is not None:
         envelope.topic = topic
-    return TaskContext(
-        task=task,
-        task_id=envelope.task_id,
-        attempt=envelope.attempt,
-        priority=envelope.priority,
-        topic=envelope.topic,
-        partition=envelope.partition,
-        offset=envelope.offset,
-        key=envelope.key,
-        headers=envelope.headers,
-        enqueued_at=envelope.enqueued_at_ms,
-        log=log if log is not None else _log.bind(**envelope.log_fields()),
-    )
+    return task_context(task, envelope, log)
 
 
 def _recording(task: Task[Any, Any], returned: list[Any]) -> Task[Any, Any]:
