@@ -42,6 +42,7 @@ from streamproc.topology import Topology
 
 __all__ = ["Result", "TaskRun", "make_context", "run_task", "run_task_sync"]
 
+
 @dataclass(frozen=True, slots=True)
 class TaskRun:
     """How one in-process run of a task ended."""
