@@ -29,7 +29,7 @@ class Buffers:
         self.delayed: DelayQueue[Job[Envelope]] = DelayQueue()  # tier records before their retry-at
         self.parked: DelayQueue[Job[Envelope]] = DelayQueue()  # rate-limited jobs before their start
         self._ordering = ordering
-        self._ranks = {name: rank for rank, name in enumerate(topology.priorities)}
+        self._ranks = topology.priority_ranks()
         specs = topology.topics()
         self._sources = {  # topic → (its priority, its route's task) for intake topics and routes
             spec.name: (spec.priority or "", spec.task) for spec in specs if spec.role in ("intake", "route")

@@ -148,10 +148,7 @@ class OutcomeRouter:
         (log.info if outcome.result is Result.DEFERRED else log.warning)(
             f"task {routed.disposition}",
             tier=tier.name,
-            error_type=outcome.error_type,
-            error=str(outcome.error),
-            traceback=trace,
-            **_task_fields(envelope, outcome),
+            **_failure_fields(envelope, outcome, trace),
         )
         return routed
 
@@ -173,10 +170,7 @@ class OutcomeRouter:
         log.error(
             "task dead-lettered",
             reason=reason,
-            error_type=outcome.error_type,
-            error=str(outcome.error),
-            traceback=trace,
-            **_task_fields(envelope, outcome),
+            **_failure_fields(envelope, outcome, trace),
         )
         return Routed(Disposition.DEAD_LETTERED, reason=reason)
 
@@ -206,10 +200,7 @@ class OutcomeRouter:
             "task dead-lettered without its value",
             reason=reason,
             size=size,
-            error_type=outcome.error_type,
-            error=str(outcome.error),
-            traceback=trace,
-            **_task_fields(envelope, outcome),
+            **_failure_fields(envelope, outcome, trace),
         )
         return Routed(Disposition.DEAD_LETTERED, reason=reason)
 
@@ -273,4 +264,13 @@ def _task_fields(envelope: Envelope, outcome: Outcome) -> dict[str, object]:
     return envelope.log_fields() | {
         "duration_ms": round(outcome.duration_s * 1000, 3),
         "outcome": outcome.result.value,
+    }
+
+
+def _failure_fields(envelope: Envelope, outcome: Outcome, trace: str | None) -> dict[str, object]:
+    """The task fields plus what every failure event adds: the error and its traceback."""
+    return _task_fields(envelope, outcome) | {
+        "error_type": outcome.error_type,
+        "error": str(outcome.error),
+        "traceback": trace,
     }

@@ -21,7 +21,6 @@ import atexit
 import os
 import threading
 from collections.abc import Callable, Coroutine, Iterable
-from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -85,9 +84,7 @@ class SyncProducer:
             if producer is not None:
                 asyncio.run_coroutine_threadsafe(self._shutdown(producer), loop).result()
         finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join()
-            loop.close()
+            _end(loop, thread)
 
     def __enter__(self) -> Self:
         self.start()
@@ -125,16 +122,14 @@ class SyncProducer:
 
     def _call(self, call: Callable[[Producer], Coroutine[Any, Any, T]]) -> T:
         """Run the coroutine `call(producer)` on the loop thread and wait for its result."""
-        return self._schedule(call).result()
-
-    def _schedule(self, call: Callable[[Producer], Coroutine[Any, Any, T]]) -> Future[T]:
         loop = self._loop_for_call()
         with self._lock:  # scheduled under the lock: `close()` cannot stop the loop before it runs
             if self._closed or self._producer is None:
                 raise self._closed_error()
             if threading.current_thread() is self._thread:
                 raise StreamprocError("SyncProducer cannot be called from its own event loop: use Producer there")
-            return asyncio.run_coroutine_threadsafe(call(self._producer), loop)
+            future = asyncio.run_coroutine_threadsafe(call(self._producer), loop)
+        return future.result()
 
     def _loop_for_call(self) -> asyncio.AbstractEventLoop:
         """The running loop of a started producer, starting both on first use (once, whichever thread asks)."""
@@ -150,9 +145,7 @@ class SyncProducer:
             try:
                 asyncio.run_coroutine_threadsafe(producer.start(), loop).result()
             except BaseException:
-                loop.call_soon_threadsafe(loop.stop)
-                thread.join()
-                loop.close()
+                _end(loop, thread)
                 raise
             self._loop, self._thread, self._producer, self._pid = loop, thread, producer, os.getpid()
         atexit.register(self.close)
@@ -171,3 +164,10 @@ class SyncProducer:
     @staticmethod
     def _closed_error() -> StreamprocError:
         return StreamprocError("the SyncProducer is closed: create a new one to submit more tasks")
+
+
+def _end(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    """Stop the loop running in `thread`, wait for the thread, close the loop."""
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
+    loop.close()

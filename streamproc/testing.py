@@ -103,8 +103,7 @@ def _record_envelope(
         serialized_value_size=len(value) if value is not None else -1,
         headers=raw_headers,
     )
-    ranks = {name: rank for rank, name in enumerate(topology.priorities)}
-    return read_envelope(record, None, resolved, ranks)
+    return read_envelope(record, None, resolved, topology.priority_ranks())
 
 
 def make_context(

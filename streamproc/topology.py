@@ -139,6 +139,10 @@ class Topology(_Strict):
             raise ValueError(f"routes: topic declared twice: {', '.join(duplicates)}")
         return self
 
+    def priority_ranks(self) -> dict[str, int]:
+        """Each declared priority's rank, 0 the highest: what the scheduler orders by."""
+        return {name: rank for rank, name in enumerate(self.priorities)}
+
     def intake_topic(self, priority: str) -> str:
         return f"{self.prefix}.{priority}"
 

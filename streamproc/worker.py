@@ -143,7 +143,7 @@ class Worker:
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
         self._running: dict[TopicPartition, set[asyncio.Task[None]]] = {}
         self._wake = asyncio.Event()  # work to dispatch: records arrived or a task finished
-        self._room = asyncio.Event()  # a buffer drained (set by the dispatcher)
+        self._room = asyncio.Event()  # a full partition may be fetched again (see `_note_room`)
         self._stopping = asyncio.Event()
         self._releasing = asyncio.Lock()
         self._joined = asyncio.Event()
@@ -276,6 +276,11 @@ class Worker:
         span = tracker.open_span if tracker is not None else 0
         return held <= self.config.prefetch // 2 and span + self.config.prefetch // 2 <= self.config.max_uncommitted
 
+    def _note_room(self, tp: TopicPartition) -> None:
+        """Wake the fetch loop, which waits while every partition is full, once `tp` has room."""
+        if not self._room.is_set() and self._has_room(tp):
+            self._room.set()
+
     def _poll_ms(self, assigned: list[TopicPartition], open_partitions: list[TopicPartition]) -> int:
         """How long `getmany` may wait for records of the open partitions.
 
@@ -318,8 +323,7 @@ class Worker:
 
     def _start(self, job: Job[Envelope]) -> None:
         tp = TopicPartition(*job.partition)
-        if not self._room.is_set() and self._has_room(tp):
-            self._room.set()
+        self._note_room(tp)  # a started task leaves its partition's buffer
         self._in_flight += 1
         running = asyncio.create_task(self._run(job, self._offsets[tp]))
         self._running.setdefault(tp, set()).add(running)
@@ -340,8 +344,7 @@ class Worker:
                 self._wake.set()
             routed = await self._router.route(envelope, outcome)
             offsets.finished(envelope.offset)
-            if not self._room.is_set() and self._has_room(TopicPartition(*job.partition)):
-                self._room.set()  # the partition may have been held at `max_uncommitted`
+            self._note_room(TopicPartition(*job.partition))  # it may have been held at `max_uncommitted`
             for hook in self._hooks:
                 hook.task_finished(envelope, outcome, routed)
         except Exception as exc:

@@ -11,28 +11,15 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
-from pydantic import BaseModel
 
-from streamproc import App, Producer, SyncProducer, provisioning
+from streamproc import Producer, SyncProducer, provisioning
 from streamproc.errors import StreamprocError
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
 from tests.helpers import read_records
+from tests.integration.test_producer import Charge, charge
 
 T = TypeVar("T")
-
-
-class Charge(BaseModel):
-    order_id: str
-    cents: int
-
-
-tasks = App()
-
-
-@tasks.task("charge")
-async def charge(payload: Charge) -> None:
-    pass
 
 
 @pytest.fixture
