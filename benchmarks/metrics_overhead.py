@@ -24,7 +24,8 @@ from streamproc.metrics import Metrics
 from streamproc.routing import Routed
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
-from streamproc.worker import TaskHooks, Worker, WorkerConfig
+from streamproc.worker import TaskHooks, Worker
+from streamproc.worker_config import WorkerConfig
 
 app = App()
 

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from streamproc.app import App, Task
     from streamproc.context import TaskContext
-    from streamproc.errors import PermanentError
+    from streamproc.errors import PermanentError, TaskCancelled, TaskFailed
+    from streamproc.lifecycle.handle import TaskHandle
+    from streamproc.lifecycle.status import TaskState, TaskStatus
     from streamproc.producer import Producer
     from streamproc.sync_producer import SyncProducer
 
@@ -23,10 +25,28 @@ _HOMES = {
     "Task": "streamproc.app",
     "TaskContext": "streamproc.context",
     "PermanentError": "streamproc.errors",
+    "TaskCancelled": "streamproc.errors",
+    "TaskFailed": "streamproc.errors",
+    "TaskHandle": "streamproc.lifecycle.handle",
+    "TaskState": "streamproc.lifecycle.status",
+    "TaskStatus": "streamproc.lifecycle.status",
     "Producer": "streamproc.producer",
     "SyncProducer": "streamproc.sync_producer",
 }
-__all__ = ["App", "PermanentError", "Producer", "SyncProducer", "Task", "TaskContext", "__version__"]
+__all__ = [
+    "App",
+    "PermanentError",
+    "Producer",
+    "SyncProducer",
+    "Task",
+    "TaskCancelled",
+    "TaskContext",
+    "TaskFailed",
+    "TaskHandle",
+    "TaskState",
+    "TaskStatus",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -43,7 +43,12 @@ class Task(Generic[P, R]):
         rate_limit: str | None = None,
         failure_threshold: int | None = DEFAULT_FAILURE_THRESHOLD,
         reset_timeout: float = DEFAULT_RESET_TIMEOUT_S,
+        store_result: bool = True,
+        track_started: bool = False,
+        cache_ttl: float | None = None,
     ) -> None:
+        if cache_ttl is not None and cache_ttl <= 0:
+            raise StreamprocError(f"task {name!r}: cache_ttl must be a positive number of seconds")
         if max_retries is not None and max_retries < 0:
             raise StreamprocError(f"task {name!r}: max_retries must be 0 or more, got {max_retries}")
         if failure_threshold is not None and failure_threshold < 1:
@@ -55,12 +60,19 @@ class Task(Generic[P, R]):
         self.rate_limit = RateLimit.parse(rate_limit) if rate_limit else None
         self.failure_threshold = failure_threshold
         self.reset_timeout = reset_timeout
+        self.store_result = store_result  # the return value goes into the `succeeded` status
+        self.track_started = track_started  # a `started` status before the handler is called
+        self.cache_ttl = cache_ttl  # submits of the same payload within it return the stored result
         self.is_async = inspect.iscoroutinefunction(fn)
         params = list(inspect.signature(fn).parameters.values())
         if not 1 <= len(params) <= 2:
             raise StreamprocError(f"task {name!r}: a handler takes (payload) or (payload, ctx: TaskContext)")
         self.wants_context = len(params) == 2
-        annotation = get_type_hints(fn).get(params[0].name, dict)
+        hints = get_type_hints(fn)
+        returns = hints.get("return")
+        # A pydantic return type: `TaskHandle.result()` validates the stored result back into it.
+        self.returns = returns if isinstance(returns, type) and issubclass(returns, BaseModel) else None
+        annotation = hints.get(params[0].name, dict)
         if annotation is dict or getattr(annotation, "__origin__", None) is dict:
             self.model: type[BaseModel] | None = None
         elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -121,12 +133,17 @@ class App:
         rate_limit: str | None = None,
         failure_threshold: int | None = DEFAULT_FAILURE_THRESHOLD,
         reset_timeout: float = DEFAULT_RESET_TIMEOUT_S,
+        store_result: bool = True,
+        track_started: bool = False,
+        cache_ttl: float | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]:
         """Register the decorated function as the handler of `name` (default: the function's name).
 
         `max_retries` defaults to the number of tiers; `rate_limit` ("50/s") paces starts per process;
         after `failure_threshold` consecutive failures (None: never) the task's circuit opens for
-        `reset_timeout` seconds.
+        `reset_timeout` seconds. Lifecycle (SPEC §12): the return value is stored as the task's result
+        unless `store_result=False`; `track_started=True` writes a `started` status; with `cache_ttl`
+        (seconds) a submit of the same payload within it returns the stored result instead of running.
         """
 
         def register(fn: Callable[P, R]) -> Task[P, R]:
@@ -141,6 +158,9 @@ class App:
                 rate_limit=rate_limit,
                 failure_threshold=failure_threshold,
                 reset_timeout=reset_timeout,
+                store_result=store_result,
+                track_started=track_started,
+                cache_ttl=cache_ttl,
             )
             self.tasks[task_name] = task
             return task

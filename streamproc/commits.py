@@ -8,7 +8,9 @@ it is assigned the partition, so work that finished behind a slow task is not ru
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -21,30 +23,46 @@ log = structlog.get_logger("streamproc.worker")
 READ_TIMEOUT_S = 10.0
 
 
-async def commit(consumer: AIOKafkaConsumer, trackers: Mapping[TopicPartition, PartitionOffsets]) -> None:
-    """Commit every tracker whose commit changed; a failure is logged and left to the next call."""
+async def commit(
+    consumer: AIOKafkaConsumer, trackers: Mapping[TopicPartition, PartitionOffsets], final: bool = False
+) -> None:
+    """Commit every tracker whose commit changed; a failure is logged and left to the next call.
+    `final`: the worker lets these partitions go, so nothing of them finishes after this commit."""
     assigned = consumer.assignment()  # read right before the commit (KAFKA-NOTES "Commits")
+    at_ms = time.time_ns() // 1_000_000
     # The trackers themselves, not their dict: a revocation may remove them during the await.
     due = [
         (tp, tracker, commit)
         for tp, tracker in trackers.items()
-        if tp in assigned and (commit := tracker.to_commit()) is not None
+        if tp in assigned and (commit := tracker.to_commit(at_ms, final)) is not None
     ]
     if not due:
         return
     try:
-        await consumer.commit({tp: (offset, metadata) for tp, _, (offset, metadata, _) in due})
+        await consumer.commit({tp: (offset, metadata) for tp, _, (offset, metadata, _, _) in due})
     except KafkaError as exc:
         # A rebalance took the partitions (their next owner resumes from the last commit), or
         # the broker is unreachable for now (the next commit carries the same offsets).
         log.warning("commit failed", error=str(exc), error_type=type(exc).__name__, partitions=len(due))
         return
-    for _, tracker, (offset, _, version) in due:
-        tracker.committed(offset, version)
+    for _, tracker, (offset, _, version, final_) in due:
+        tracker.committed(offset, version, final_)
 
 
-async def inherited(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, set[int]]:
-    """The offsets the group's last commits mark as finished above the committed offsets.
+@dataclass(frozen=True, slots=True)
+class Inherited:
+    """What a partition's last commit says: the offsets finished above it, and (sp2) when it was
+    made and whether its owner let the partition go with it."""
+
+    finished: set[int]
+    at_ms: int | None
+    final: bool
+
+
+async def inherited(
+    consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]
+) -> dict[TopicPartition, Inherited]:
+    """The last commits of `partitions` (those the group committed), as `Inherited`.
 
     aiokafka's public `committed()` drops the metadata, so this asks its group coordinator, as
     `committed()` does itself. If the broker cannot say, nothing is known: those tasks run again.
@@ -55,5 +73,8 @@ async def inherited(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartit
     except (KafkaError, TimeoutError) as exc:
         log.warning("could not read the offset maps of the last commits", error=str(exc) or type(exc).__name__)
         return {}
-    maps = {tp: offsetmap.decode(found.offset, found.metadata) for tp, found in commits.items() if found.offset >= 0}
-    return {tp: done for tp, done in maps.items() if done}
+    return {
+        tp: Inherited(offsetmap.decode(found.offset, found.metadata), *offsetmap.note(found.metadata))
+        for tp, found in commits.items()
+        if found.offset >= 0
+    }

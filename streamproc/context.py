@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 # For the annotation only: importing structlog imports rich when it is installed, and a module of
@@ -26,3 +27,11 @@ class TaskContext:
     headers: dict[str, str]
     enqueued_at: int  # ms since epoch of the first submission
     log: structlog.typing.FilteringBoundLogger
+    # Set when the task is cancelled while it runs (SPEC §12); a sync handler checks `cancelled`.
+    cancel_event: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the task was cancelled: a sync handler (which Python cannot interrupt) should
+        stop at its next check; an async handler is cancelled at its next await anyway."""
+        return self.cancel_event.is_set()

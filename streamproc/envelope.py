@@ -202,6 +202,11 @@ def _cap(text: str, limit: int = MAX_ERROR_MESSAGE_BYTES, *, keep_end: bool = Fa
     return TRACEBACK_CUT + encoded[len(encoded) - (limit - len(mark)) :].decode("utf-8", "ignore")
 
 
+def cap_error_message(text: str) -> str:
+    """An error message cut to `MAX_ERROR_MESSAGE_BYTES` UTF-8 bytes on a character boundary."""
+    return _cap(text)
+
+
 def cap_traceback(text: str) -> str:
     """A traceback cut to `MAX_TRACEBACK_BYTES` UTF-8 bytes on a character boundary, keeping its END (the
     innermost frames and the exception's message matter most); a cut one starts with `TRACEBACK_CUT`."""
@@ -242,7 +247,7 @@ def failure_headers(
     }
     if not headers.get(ORIGINAL_TOPIC) or min(int_header(headers, name, -1) for name in _ORIGIN[1:]) < 0:
         headers |= zip(_ORIGIN, (envelope.topic, str(envelope.partition), str(envelope.offset)), strict=True)
-    headers |= {ERROR_TYPE: error_type, ERROR_MESSAGE: _cap(error_message), FAILED_AT: str(failed_at_ms)}
+    headers |= {ERROR_TYPE: error_type, ERROR_MESSAGE: cap_error_message(error_message), FAILED_AT: str(failed_at_ms)}
     if retry_at_ms is not None:
         headers[RETRY_AT] = str(retry_at_ms)
     if dlq_reason is not None:

@@ -15,3 +15,22 @@ class PoisonRecord(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class TaskFailed(Exception):
+    """Raised by `result()`: the task is dead (in the DLQ); `reason`, `error_type` and `error` say why."""
+
+    def __init__(self, task_id: str, reason: str | None, error_type: str | None, error: str | None) -> None:
+        super().__init__(f"task {task_id} is dead ({reason}): {error_type}: {error}")
+        self.task_id = task_id
+        self.reason = reason
+        self.error_type = error_type
+        self.error = error
+
+
+class TaskCancelled(Exception):
+    """Raised by `result()`: the task was cancelled."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task {task_id} was cancelled")
+        self.task_id = task_id

@@ -10,6 +10,7 @@ block the event loop, whose heartbeats keep the worker in its group.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,8 @@ class Result(StrEnum):
     FAILED = "failed"  # retryable
     DEAD = "dead"  # straight to the DLQ
     DEFERRED = "deferred"  # not run: its circuit is open (built by the worker, never by `run`)
+    CANCELLED = "cancelled"  # cancelled through the control topic, before or while it ran (the worker)
+    SKIPPED = "skipped"  # not run: its task id already succeeded (the worker; SPEC §12 de-duplication)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,7 @@ class Outcome:
     duration_s: float
     error: BaseException | None = None
     reason: str | None = None  # the DLQ reason of a dead task
+    value: Any = None  # what the handler returned (succeeded): the task's result
 
     @property
     def error_type(self) -> str | None:
@@ -62,7 +66,9 @@ class TaskTimeout(TimeoutError):
     """The handler ran longer than its task's timeout."""
 
 
-def task_context(task: str, envelope: Envelope, logger: Any = None) -> TaskContext:
+def task_context(
+    task: str, envelope: Envelope, logger: Any = None, cancel_event: threading.Event | None = None
+) -> TaskContext:
     """The `TaskContext` of the task `envelope` carries; `logger` defaults to the task logger bound to
     the task's log fields. The one definition, used by the worker and by `streamproc.testing`."""
     return TaskContext(
@@ -77,6 +83,7 @@ def task_context(task: str, envelope: Envelope, logger: Any = None) -> TaskConte
         headers=envelope.headers,
         enqueued_at=envelope.enqueued_at_ms,
         log=logger if logger is not None else log.bind(**envelope.log_fields()),
+        cancel_event=cancel_event or threading.Event(),
     )
 
 
@@ -92,6 +99,7 @@ class Executor:
         self._expired: set[asyncio.Task[Any]] = set()
         self._busy = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
+        self._cancel_events: dict[str, threading.Event] = {}  # task id → its running handler's `ctx.cancel_event`
 
     def task_for(self, envelope: Envelope) -> Task[Any, Any]:
         if envelope.undecodable is not None:
@@ -109,18 +117,23 @@ class Executor:
             task = self.task_for(envelope)
             args: tuple[Any, ...] = (task.decode(envelope.value),)
             if task.wants_context:
-                args += (task_context(task.name, envelope),)
-            await self._call(task, args)
+                cancel_event = self._cancel_events[envelope.task_id] = threading.Event()
+                args += (task_context(task.name, envelope, cancel_event=cancel_event),)
+            try:
+                value = await self._call(task, args)
+            finally:
+                if task.wants_context:
+                    self._cancel_events.pop(envelope.task_id, None)
         except PoisonRecord as exc:
             return Outcome(Result.DEAD, time.perf_counter() - begin, exc, exc.reason)
         except PermanentError as exc:
             return Outcome(Result.DEAD, time.perf_counter() - begin, exc, "permanent_error")
         except Exception as exc:
             return Outcome(Result.FAILED, time.perf_counter() - begin, exc)
-        return Outcome(Result.SUCCEEDED, time.perf_counter() - begin)
+        return Outcome(Result.SUCCEEDED, time.perf_counter() - begin, value=value)
 
-    async def _call(self, task: Task[Any, Any], args: tuple[Any, ...]) -> None:
-        """Call the handler; cancelled by the watchdog past its deadline, which raises `TaskTimeout`."""
+    async def _call(self, task: Task[Any, Any], args: tuple[Any, ...]) -> Any:
+        """The handler's return value; past its deadline the watchdog cancels it and this raises `TaskTimeout`."""
         current = asyncio.current_task()
         assert current is not None
         self._deadlines[current] = time.monotonic() + task.timeout
@@ -130,9 +143,8 @@ class Executor:
             self._busy.set()
         try:
             if task.is_async:
-                await task.fn(*args)
-            else:
-                await asyncio.get_running_loop().run_in_executor(self._pool, partial(task.fn, *args))
+                return await task.fn(*args)
+            return await asyncio.get_running_loop().run_in_executor(self._pool, partial(task.fn, *args))
         except asyncio.CancelledError:
             if current not in self._expired:
                 raise  # a revocation or shutdown, not a timeout
@@ -154,6 +166,12 @@ class Executor:
                 if deadline <= now and running not in self._expired:
                     self._expired.add(running)
                     running.cancel()
+
+    def signal_cancel(self, task_id: str) -> None:
+        """Set `ctx.cancelled` of the running task `task_id`, if its handler takes a context."""
+        event = self._cancel_events.get(task_id)
+        if event is not None:
+            event.set()
 
     def close(self) -> None:
         """Stop watching deadlines; let running sync handlers finish in the background, start no more."""

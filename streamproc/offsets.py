@@ -31,7 +31,7 @@ class PartitionOffsets:
         self._finished: set[int] = set()  # finished, but behind an unfinished head
         self._inherited = set(inherited)  # finished by a previous owner, above its commit
         self._next_fetch: int | None = None
-        self._committed: tuple[int, int] | None = None  # (offset, version) last acknowledged
+        self._committed: tuple[int, int, bool] | None = None  # (offset, version, final) last acknowledged
         self._version = 0  # counts changes to what a commit would say
 
     def fetched(self, offset: int) -> bool:
@@ -77,19 +77,21 @@ class PartitionOffsets:
         """The offset to commit: the lowest unfinished, else the next to fetch; None before any fetch."""
         return self._pending[0] if self._pending else self._next_fetch
 
-    def to_commit(self) -> tuple[int, str, int] | None:
-        """(offset, metadata, version) of a commit, if anything changed since the last acknowledged
-        one, else None. The metadata lists the finished offsets above the committed one."""
+    def to_commit(self, at_ms: int | None = None, final: bool = False) -> tuple[int, str, int, bool] | None:
+        """(offset, metadata, version, final) of a commit, if anything changed since the last
+        acknowledged one (or it was not final and this one is), else None. The metadata lists the
+        finished offsets above the committed one, and with `at_ms` notes the time and `final`
+        (`offsetmap.encode`)."""
         offset = self.committable()
-        if offset is None or self._committed == (offset, self._version):
+        if offset is None or self._committed in ((offset, self._version, True), (offset, self._version, final)):
             return None
         # Inherited offsets not fetched yet stay known too, should the partition move on again.
         done = self._finished.union(o for o in self._inherited if o > offset) if self._inherited else self._finished
-        return offset, offsetmap.encode(offset, done), self._version
+        return offset, offsetmap.encode(offset, done, at_ms=at_ms, final=final), self._version, final
 
-    def committed(self, offset: int, version: int) -> None:
+    def committed(self, offset: int, version: int, final: bool = False) -> None:
         """The broker acknowledged the commit `to_commit` returned."""
-        self._committed = (offset, version)
+        self._committed = (offset, version, final)
 
     @property
     def last_commit(self) -> int | None:

@@ -4,7 +4,12 @@ A submitted task is one record on `<prefix>.<priority>` with the SPEC §3 header
 JSON value. Everything that can be checked locally (the priority, the payload against the
 handler's model, the record size) is checked before anything is sent, so bad input fails at the
 caller and never becomes a dead letter. `submit` returns only once the broker acknowledged the
-record to all in-sync replicas (`acks=all`, idempotent producer): a returned task id is durable.
+record to all in-sync replicas (`acks=all`, idempotent producer): a returned task is durable.
+
+The task lifecycle (SPEC §12): each submit also writes the task's `pending` status, to the status
+partition numbered like the intake partition the producer picks (the partitioner's choice for a
+key, else a random one), so its `TaskHandle` can await the result from that record on.
+`status`, `result` and `cancel` work on any task id (`lifecycle.client`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError, to_json
@@ -27,7 +33,12 @@ from streamproc import backoff
 from streamproc.app import Task
 from streamproc.envelope import Headers, task_headers
 from streamproc.errors import StreamprocError
-from streamproc.settings import KafkaSettings
+from streamproc.lifecycle.client import LifecycleClient, result_of
+from streamproc.lifecycle.control import cancel_value
+from streamproc.lifecycle.handle import TaskHandle
+from streamproc.lifecycle.identity import idempotent_task_id, payload_key
+from streamproc.lifecycle.status import TaskState, TaskStatus
+from streamproc.settings import KafkaSettings, Settings
 from streamproc.topology import Topology, load_topology
 
 DEFAULT_MAX_REQUEST_SIZE = 1_048_576  # aiokafka's default, and about the broker's default message.max.bytes
@@ -67,9 +78,13 @@ class _Record:
     """One task ready to send: validated, encoded and measured."""
 
     task_id: str
+    task: str
     value: bytes
     key: bytes | None
     headers: Headers
+    returns: type[BaseModel] | None
+    cache_ttl: float | None = None  # a cached task's (its id comes from its payload)
+    idempotent: bool = False  # its id comes from an idempotency key or its payload
 
 
 class Producer:
@@ -82,20 +97,29 @@ class Producer:
         *,
         max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
         linger_ms: int = 5,
+        web_url: str | None = None,
+        statuses: bool = True,
     ) -> None:
+        """`web_url`: `streamproc web`, for status lookups (else a bounded read of the status topic);
+        `statuses=False` writes no `pending` status (nothing can await the handles then)."""
         self.settings = settings
         self.topology = topology
         self.max_request_size = max_request_size
         self._linger_ms = linger_ms
+        self._statuses = statuses
         self._kafka: Any = None  # AIOKafkaProducer once started
         self._known_topics: set[str] = set()
+        self._partitioner = DefaultPartitioner()
+        self.lifecycle = LifecycleClient(settings, topology, web_url)
 
     @classmethod
     def from_env(
         cls, bootstrap_servers: str | None = None, topics_file: str | os.PathLike[str] | None = None
     ) -> Producer:
-        """Connection from `STREAMPROC_*` variables, topics from the topics file (or the defaults)."""
-        return cls(KafkaSettings.from_env(bootstrap_servers), load_topology(topics_file))
+        """Connection from `STREAMPROC_*` variables (`STREAMPROC_WEB_URL` for lookups), topics from the
+        topics file (or the defaults)."""
+        settings = KafkaSettings.from_env(bootstrap_servers)
+        return cls(settings, load_topology(topics_file), web_url=Settings.read().web_url)
 
     async def start(self) -> None:
         """Connect to the cluster. `acks=all` plus idempotence: an acknowledged task is durable and
@@ -120,6 +144,7 @@ class Producer:
     async def stop(self) -> None:
         """Flush what is pending and disconnect."""
         kafka, self._kafka = self._kafka, None
+        await self.lifecycle.stop()
         if kafka is not None:
             await kafka.stop()
 
@@ -140,19 +165,24 @@ class Producer:
         priority: str | None = None,
         key: str | bytes | None = None,
         traceparent: str | None = None,
-    ) -> str:
-        """Send one task and wait until the broker has it; returns its task id (a UUID4).
+        idempotency_key: str | None = None,
+    ) -> TaskHandle:
+        """Send one task and wait until the broker has it; returns its `TaskHandle` (id: a UUID4).
 
         With a `Task` the payload is validated against its model first; a bad payload, an unknown
-        priority or an oversized record raise `StreamprocError` and nothing is sent.
+        priority or an oversized record raise `StreamprocError` and nothing is sent. With
+        `idempotency_key` (or a task with `cache_ttl`) the id comes from the key (or the payload),
+        and a task already submitted under it within the status TTL is returned instead of sent.
         """
         resolved = resolve_priority(self.topology, priority)
         topic = self.topology.intake_topic(resolved)
-        record = self._prepare(task, payload, resolved, key, traceparent)
+        record = self._prepare(task, payload, resolved, key, traceparent, idempotency_key)
         kafka = await self._ready(topic)
-        delivery = await kafka.send(topic, record.value, key=record.key, headers=record.headers)
-        await delivery
-        return record.task_id
+        partition = await self._partition(kafka, topic, record.key)
+        if record.idempotent and (earlier := await self._earlier(record, topic, partition)) is not None:
+            return earlier
+        [handle] = await self._send(kafka, topic, [(record, partition)])
+        return handle
 
     async def submit_many(
         self,
@@ -162,22 +192,111 @@ class Producer:
         priority: str | None = None,
         key: str | bytes | None = None,
         traceparent: str | None = None,
-    ) -> list[str]:
-        """Send many tasks of one name and wait for all deliveries together; returns their ids in order.
+    ) -> list[TaskHandle]:
+        """Send many tasks of one name and wait for all deliveries together; returns their handles in order.
 
         Every payload is validated and measured before the first is sent, so one bad payload sends
         none. Sends are pipelined (not one round trip each), which is what makes thousands fast. If a
         delivery fails the error is raised; tasks of the batch other than that one may have been sent.
+        Each task gets a fresh id: idempotency keys and the result cache are `submit`'s.
         """
         resolved = resolve_priority(self.topology, priority)
         topic = self.topology.intake_topic(resolved)
-        records = [self._prepare(task, payload, resolved, key, traceparent) for payload in payloads]
+        records = [self._prepare(task, payload, resolved, key, traceparent, fresh_id=True) for payload in payloads]
         if not records:
             return []
         kafka = await self._ready(topic)
-        deliveries = [await kafka.send(topic, r.value, key=r.key, headers=r.headers) for r in records]
-        await asyncio.gather(*deliveries)
-        return [r.task_id for r in records]
+        return await self._send(kafka, topic, [(r, await self._partition(kafka, topic, r.key)) for r in records])
+
+    async def _send(self, kafka: Any, topic: str, records: list[tuple[_Record, int]]) -> list[TaskHandle]:
+        """Send each record with its `pending` status first, and wait for every acknowledgement."""
+        status_topic = self.lifecycle.topic
+        if self._statuses:
+            await self._ready(status_topic)
+        statuses: list[asyncio.Future[Any] | None] = []
+        deliveries = []
+        for record, partition in records:
+            if self._statuses:
+                pending = TaskStatus(record.task_id, TaskState.PENDING, record.task, 1, time.time_ns() // 1_000_000)
+                status_partition = partition % self.lifecycle.partitions
+                statuses.append(
+                    await kafka.send(
+                        status_topic, pending.to_json(), key=record.task_id.encode(), partition=status_partition
+                    )
+                )
+            else:
+                statuses.append(None)
+            deliveries.append(
+                await kafka.send(topic, record.value, key=record.key, headers=record.headers, partition=partition)
+            )
+        sent = await asyncio.gather(*deliveries)
+        acked = await asyncio.gather(*(s for s in statuses if s is not None))
+        offsets = iter(meta.offset for meta in acked)
+        return [
+            TaskHandle(
+                record.task_id,
+                topic,
+                partition,
+                meta.offset,
+                self.lifecycle,
+                next(offsets) if status is not None else None,
+                record.returns,
+            )
+            for (record, partition), meta, status in zip(records, sent, statuses, strict=True)
+        ]
+
+    async def _earlier(self, record: _Record, topic: str, partition: int) -> TaskHandle | None:
+        """The handle of the task already submitted under `record`'s id, if it still counts: any
+        state for an idempotency key; for a cached task, a success within its `cache_ttl` or one not
+        finished yet (a failure is never cached)."""
+        found = await self.lifecycle.status(record.task_id, partition % self.lifecycle.partitions)
+        if found.state is TaskState.UNKNOWN:
+            return None
+        if record.cache_ttl is not None:
+            age_s = (time.time_ns() // 1_000_000 - found.at_ms) / 1000
+            if found.state in (TaskState.DEAD, TaskState.CANCELLED) or (
+                found.state is TaskState.SUCCEEDED and age_s > record.cache_ttl
+            ):
+                return None
+        # No `pending` offset to follow from: its `wait` looks the status up first, then follows.
+        return TaskHandle(record.task_id, topic, partition, None, self.lifecycle, None, record.returns)
+
+    async def _partition(self, kafka: Any, topic: str, key: bytes | None) -> int:
+        """The intake partition, picked here so the `pending` status can go to its status partition."""
+        partitions = sorted(await kafka.partitions_for(topic))
+        available = sorted(kafka.client.cluster.available_partitions_for_topic(topic) or ()) or partitions
+        return int(self._partitioner(key, partitions, available))
+
+    async def status(self, task_id: str) -> TaskStatus:
+        """The latest status of any task id within the status TTL (`unknown` if none): through
+        `streamproc web` when `web_url` is set, else a bounded read of the status topic."""
+        return await self.lifecycle.status(task_id)
+
+    async def wait(self, task_id: str, timeout: float | None = None) -> TaskStatus:  # noqa: ASYNC109 (SPEC §12)
+        """The terminal status of any task id, waiting for it when it has not finished yet."""
+        return await self.lifecycle.wait(task_id, timeout=timeout)
+
+    async def result(self, task_id: str, timeout: float | None = None) -> Any:  # noqa: ASYNC109 (SPEC §12)
+        """The result of any task id (see `TaskHandle.result`), also when it finished before the call."""
+        return result_of(await self.wait(task_id, timeout))
+
+    async def cancel(self, task_id: str) -> TaskStatus:
+        """Cancel a task: once this returns it never starts on any worker (SPEC §12). Returns the
+        task's status before the cancel: a terminal one means it had already finished and nothing
+        was done; otherwise the cancel is recorded and the task's status is now `cancelled`."""
+        before = await self.status(task_id)
+        if before.state.terminal:
+            return before
+        kafka = await self._ready(self.lifecycle.control_topic)
+        await (await kafka.send(self.lifecycle.control_topic, cancel_value(task_id), key=task_id.encode()))
+        # Its status partition follows its intake partition, which an id alone does not tell: all of
+        # them get the record, so a reader of any one sees it (the worker writes it again when it skips).
+        cancelled = TaskStatus(task_id, TaskState.CANCELLED, before.task, before.attempt, time.time_ns() // 1_000_000)
+        for partition in range(self.lifecycle.partitions):
+            await (
+                await kafka.send(self.lifecycle.topic, cancelled.to_json(), key=task_id.encode(), partition=partition)
+            )
+        return before
 
     async def send_record(
         self, topic: str, value: bytes | None, *, key: bytes | None, headers: Headers
@@ -195,13 +314,22 @@ class Producer:
         priority: str,
         key: str | bytes | None,
         traceparent: str | None,
+        idempotency_key: str | None = None,
+        fresh_id: bool = False,
     ) -> _Record:
         name = task.name if isinstance(task, Task) else task
         if not isinstance(name, str) or not name:
             raise StreamprocError(f"a task name is a non-empty string, got {name!r}")
         value = encode_payload(task, payload)
+        cache_ttl = task.cache_ttl if isinstance(task, Task) and not fresh_id else None
+        if idempotency_key is None and cache_ttl is not None:
+            idempotency_key = payload_key(value)
+        if idempotency_key is not None:
+            task_id = idempotent_task_id(name, idempotency_key)
+            key = idempotency_key if key is None else key  # duplicates share a partition, in key order
+        else:
+            task_id = str(uuid.uuid4())
         key_bytes = key.encode() if isinstance(key, str) else key
-        task_id = str(uuid.uuid4())
         headers = task_headers(name, task_id, time.time_ns() // 1_000_000, priority, traceparent=traceparent)
         size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key_bytes, value, headers)
         if size > self.max_request_size:
@@ -209,7 +337,8 @@ class Producer:
                 f"task {name!r} is too large: {size} bytes as a record, the limit is {self.max_request_size} "
                 "(max_request_size); store large data elsewhere and submit a reference to it"
             )
-        return _Record(task_id, value, key_bytes, headers)
+        returns = task.returns if isinstance(task, Task) else None
+        return _Record(task_id, name, value, key_bytes, headers, returns, cache_ttl, idempotency_key is not None)
 
     async def _ready(self, topic: str) -> Any:
         """The started client, once `topic` is known to exist.

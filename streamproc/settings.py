@@ -111,6 +111,7 @@ class Settings(BaseSettings):
     log_level: Annotated[str, _one_of(LOG_LEVELS, upper=False)] = "info"
     home: str = "~/.cache/streamproc"
     broker_port: Annotated[int, _whole_number(1, 65534, "a port number")] = 9092  # the controller takes port + 1
+    web_url: str | None = None  # `streamproc web`, where producers look task statuses up (SPEC §12)
 
     @classmethod
     def read(cls) -> Settings:

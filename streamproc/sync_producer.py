@@ -7,7 +7,8 @@ threads may share one `SyncProducer`: their records go through the same connecti
 together.
 
     with SyncProducer.from_env() as producer:
-        task_id = producer.submit("send_email", {"to": "a@b.c", "subject": "hi"}, key="user-42")
+        handle = producer.submit("send_email", {"to": "a@b.c", "subject": "hi"}, key="user-42")
+        handle.result(timeout=60)  # blocks; the task lifecycle of SPEC §12 like `TaskHandle`
 
 Without `with`, the producer connects on first use and closes when the interpreter exits (or on
 `close()`), which suits a module-level producer in a web application. After `os.fork()` (a
@@ -26,8 +27,10 @@ from typing import Any, Self, TypeVar
 
 from streamproc.app import Task
 from streamproc.errors import StreamprocError
+from streamproc.lifecycle.handle import TaskHandle
+from streamproc.lifecycle.status import TaskStatus
 from streamproc.producer import DEFAULT_MAX_REQUEST_SIZE, Payload, Producer
-from streamproc.settings import KafkaSettings
+from streamproc.settings import KafkaSettings, Settings
 from streamproc.topology import Topology, load_topology
 
 T = TypeVar("T")
@@ -43,10 +46,15 @@ class SyncProducer:
         *,
         max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
         linger_ms: int = 5,
+        web_url: str | None = None,
     ) -> None:
         self.settings = settings
         self.topology = topology
-        self._options: dict[str, Any] = {"max_request_size": max_request_size, "linger_ms": linger_ms}
+        self._options: dict[str, Any] = {
+            "max_request_size": max_request_size,
+            "linger_ms": linger_ms,
+            "web_url": web_url,
+        }
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -59,7 +67,8 @@ class SyncProducer:
         cls, bootstrap_servers: str | None = None, topics_file: str | os.PathLike[str] | None = None
     ) -> SyncProducer:
         """Connection from `STREAMPROC_*` variables, topics from the topics file (or the defaults)."""
-        return cls(KafkaSettings.from_env(bootstrap_servers), load_topology(topics_file))
+        settings = KafkaSettings.from_env(bootstrap_servers)
+        return cls(settings, load_topology(topics_file), web_url=Settings.read().web_url)
 
     @property
     def closed(self) -> bool:
@@ -103,9 +112,15 @@ class SyncProducer:
         priority: str | None = None,
         key: str | bytes | None = None,
         traceparent: str | None = None,
-    ) -> str:
-        """`Producer.submit`, blocking until the broker has the task; returns its task id (a UUID4)."""
-        return self._call(lambda p: p.submit(task, payload, priority=priority, key=key, traceparent=traceparent))
+        idempotency_key: str | None = None,
+    ) -> SyncTaskHandle:
+        """`Producer.submit`, blocking until the broker has the task; returns its handle."""
+        handle = self._call(
+            lambda p: p.submit(
+                task, payload, priority=priority, key=key, traceparent=traceparent, idempotency_key=idempotency_key
+            )
+        )
+        return SyncTaskHandle(handle, self)
 
     def submit_many(
         self,
@@ -115,10 +130,23 @@ class SyncProducer:
         priority: str | None = None,
         key: str | bytes | None = None,
         traceparent: str | None = None,
-    ) -> list[str]:
-        """`Producer.submit_many`, blocking until every delivery is acknowledged; returns the ids in order."""
+    ) -> list[SyncTaskHandle]:
+        """`Producer.submit_many`, blocking until every delivery is acknowledged; returns the handles in order."""
         batch = list(payloads)  # consumed here, in the caller's thread, not on the loop
-        return self._call(lambda p: p.submit_many(task, batch, priority=priority, key=key, traceparent=traceparent))
+        handles = self._call(lambda p: p.submit_many(task, batch, priority=priority, key=key, traceparent=traceparent))
+        return [SyncTaskHandle(handle, self) for handle in handles]
+
+    def status(self, task_id: str) -> TaskStatus:
+        """`Producer.status`."""
+        return self._call(lambda p: p.status(task_id))
+
+    def result(self, task_id: str, timeout: float | None = None) -> Any:
+        """`Producer.result`, blocking."""
+        return self._call(lambda p: p.result(task_id, timeout))
+
+    def cancel(self, task_id: str) -> TaskStatus:
+        """`Producer.cancel`."""
+        return self._call(lambda p: p.cancel(task_id))
 
     def _call(self, call: Callable[[Producer], Coroutine[Any, Any, T]]) -> T:
         """Run the coroutine `call(producer)` on the loop thread and wait for its result."""
@@ -164,6 +192,33 @@ class SyncProducer:
     @staticmethod
     def _closed_error() -> StreamprocError:
         return StreamprocError("the SyncProducer is closed: create a new one to submit more tasks")
+
+
+class SyncTaskHandle:
+    """`TaskHandle` for synchronous code: `result()` and `wait()` block the calling thread."""
+
+    def __init__(self, handle: TaskHandle, producer: SyncProducer) -> None:
+        self.handle = handle
+        self._producer = producer
+
+    @property
+    def id(self) -> str:
+        return self.handle.id
+
+    def __str__(self) -> str:
+        return self.handle.id
+
+    def __repr__(self) -> str:
+        return f"SyncTaskHandle({self.handle!r})"
+
+    def status(self) -> TaskStatus:
+        return self._producer._call(lambda _: self.handle.status())
+
+    def wait(self, timeout: float | None = None) -> TaskStatus:
+        return self._producer._call(lambda _: self.handle.wait(timeout))
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._producer._call(lambda _: self.handle.result(timeout))
 
 
 def _end(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:

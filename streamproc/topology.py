@@ -29,7 +29,7 @@ TOPIC_NAME = r"^[A-Za-z0-9._-]{1,249}$"
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
-Role = Literal["intake", "route", "tier", "dlq"]
+Role = Literal["intake", "route", "tier", "dlq", "status", "control"]
 
 
 def parse_duration_ms(text: str) -> int:
@@ -81,6 +81,35 @@ class Tiers(TopicGroup):
         return delays
 
 
+class StatusTopic(TopicGroup):
+    """`<prefix>.status` (SPEC §12): compacted by task id, and deleted after `ttl`, which is how long
+    a status, a result and an idempotency key live. Its partitions follow the intake partitions'
+    numbers (`lifecycle.status.status_partition`), so give it as many as the intake topics."""
+
+    partitions: Annotated[int, Field(ge=1)] = 12
+    ttl: str = "24h"
+
+    @field_validator("ttl")
+    @classmethod
+    def _valid_ttl(cls, ttl: str) -> str:
+        parse_duration_ms(ttl)
+        return ttl
+
+
+class ControlTopic(TopicGroup):
+    """`<prefix>.control` (SPEC §12): cancel records keyed by task id, compacted, kept `retention`
+    (a cancel holds for that long); every worker reads all of its partitions."""
+
+    partitions: Annotated[int, Field(ge=1)] = 1
+    retention: str = "7d"
+
+    @field_validator("retention")
+    @classmethod
+    def _valid_retention(cls, retention: str) -> str:
+        parse_duration_ms(retention)
+        return retention
+
+
 class Route(_Strict):
     """An event topic of another application, processed as tasks of one name and priority.
 
@@ -123,6 +152,8 @@ class Topology(_Strict):
     tiers: Tiers = Tiers()
     dlq: TopicGroup = TopicGroup(partitions=3, configs={"retention.ms": str(30 * 86_400_000)})
     routes: list[Route] = []
+    status: StatusTopic = StatusTopic()
+    control: ControlTopic = ControlTopic()
 
     @model_validator(mode="after")
     def _consistent(self) -> Topology:
@@ -153,8 +184,20 @@ class Topology(_Strict):
     def dlq_topic(self) -> str:
         return f"{self.prefix}.dlq"
 
+    @property
+    def status_topic(self) -> str:
+        return f"{self.prefix}.status"
+
+    @property
+    def control_topic(self) -> str:
+        return f"{self.prefix}.control"
+
+    @property
+    def status_ttl_ms(self) -> int:
+        return parse_duration_ms(self.status.ttl)
+
     def topics(self) -> list[TopicSpec]:
-        """Every declared topic, intake first in priority order, then routes, tiers and the DLQ."""
+        """Every declared topic, intake first in priority order, then routes, tiers, the DLQ, status and control."""
         specs = [
             TopicSpec(
                 self.intake_topic(p),
@@ -186,11 +229,37 @@ class Topology(_Strict):
         specs.append(
             TopicSpec(self.dlq_topic, "dlq", self.dlq.partitions, self.dlq.replication_factor, self.dlq.configs)
         )
+        specs += [
+            TopicSpec(
+                self.status_topic,
+                "status",
+                self.status.partitions,
+                self.status.replication_factor,
+                _compacted(self.status_ttl_ms) | self.status.configs,
+            ),
+            TopicSpec(
+                self.control_topic,
+                "control",
+                self.control.partitions,
+                self.control.replication_factor,
+                _compacted(parse_duration_ms(self.control.retention)) | self.control.configs,
+            ),
+        ]
         return specs
 
     def managed_topics(self) -> list[TopicSpec]:
         """The topics `topics apply` creates and keeps in shape (routes without partitions are not ours)."""
         return [spec for spec in self.topics() if spec.partitions > 0]
+
+
+def _compacted(retention_ms: int) -> dict[str, str]:
+    """Configs of a topic compacted by key whose records also go after `retention_ms`. Deletion drops
+    whole closed segments, so a segment closes within a quarter of the retention (at most a day)."""
+    return {
+        "cleanup.policy": "compact,delete",
+        "retention.ms": str(retention_ms),
+        "segment.ms": str(max(60_000, min(retention_ms // 4, 86_400_000))),
+    }
 
 
 def _describe(error: ErrorDetails) -> str:

@@ -36,13 +36,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from streamproc import backoff, commits, offsetmap
+from streamproc import backoff, commits
+from streamproc.acked import AckedWriter
 from streamproc.app import App
 from streamproc.breaker import CircuitBreaker, CircuitOpen, Permit
 from streamproc.buffers import Buffers
@@ -51,42 +51,18 @@ from streamproc.errors import StreamprocError
 from streamproc.execution import Executor, Outcome, Result
 from streamproc.lag import owned_lag
 from streamproc.lenient_decoding import install as install_lenient_decoding
+from streamproc.lifecycle.cancelling import RunningHandlers
+from streamproc.lifecycle.tracking import TaskLifecycle
 from streamproc.offsets import PartitionOffsets
 from streamproc.ratelimit import RateLimiter
 from streamproc.routing import OutcomeRouter, Routed
-from streamproc.scheduling import Job, Ordering
+from streamproc.scheduling import Job
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
+from streamproc.worker_config import WorkerConfig
 
 log = structlog.get_logger("streamproc.worker")
 METADATA_MAX_AGE_MS = 15_000
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    group: str = "streamproc"
-    concurrency: int = 64
-    prefetch: int = 256  # at most this many fetched, not started records per partition
-    ordering: Ordering = Ordering.KEY
-    shutdown_timeout: float = 30.0  # also bounds the wait for running tasks on revocation
-    commit_interval: float = 1.0
-    # Most offsets of a partition between its lowest unfinished one and the next fetch: bounds what
-    # a slow task holds back, what a crash re-runs and the commit's offset map (which must fit).
-    max_uncommitted: int = 10_000
-    sync_threads: int = 16
-    # Slots only the highest priority may take, so its tasks start at once on a worker saturated
-    # by lower ones; None: one in 64, at least one from concurrency 8.
-    reserved_slots: int | None = None
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.max_uncommitted <= offsetmap.MAX_SPAN:
-            raise ValueError(f"max_uncommitted must be within 1..{offsetmap.MAX_SPAN}, not {self.max_uncommitted}")
-
-    @property
-    def top_priority_slots(self) -> int:
-        if self.reserved_slots is not None:
-            return min(self.reserved_slots, self.concurrency - 1)
-        return max(1, self.concurrency // 64) if self.concurrency >= 8 else 0
 
 
 class TaskHooks(Protocol):
@@ -118,13 +94,17 @@ class Worker:
         app: App,
         settings: KafkaSettings,
         topology: Topology,
-        config: WorkerConfig = WorkerConfig(),
+        config: WorkerConfig | None = None,
         hooks: Sequence[TaskHooks] = (),
     ) -> None:
-        self.config = config
+        self.config = config = config or WorkerConfig()
         self._settings = settings
         self._executor = Executor(app, threads=config.sync_threads)
-        self._router = OutcomeRouter(settings, topology, app.tasks)
+        self._writer = AckedWriter(settings)
+        self._router = OutcomeRouter(self._writer, topology, app.tasks)
+        self._lifecycle = TaskLifecycle(settings, topology, app.tasks, self._writer, statuses=config.statuses)
+        self._handlers = RunningHandlers(self._executor)
+        self._lifecycle.on_cancel = self._handlers.cancel
         self._hooks = tuple(hooks)
         self._buffers = Buffers(topology, config.ordering)
         self._scheduler = self._buffers.scheduler
@@ -206,7 +186,8 @@ class Worker:
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
         )
         try:
-            await self._router.start()
+            await self._writer.start()
+            await self._lifecycle.start()  # reads every cancel before the first task can start
             await consumer.start()
             missing = sorted(set(self.topics) - await consumer.topics())
             if missing:  # the group would never settle on them; one run of `topics apply` fixes it
@@ -219,7 +200,8 @@ class Worker:
         finally:
             self._consumer = None
             await consumer.stop()
-            await self._router.stop()  # after the release, whose running tasks route their outcomes
+            await self._lifecycle.stop()
+            await self._writer.stop()  # after the release, whose running tasks route their outcomes
             self._executor.close()
 
     async def _consume(self) -> None:
@@ -335,7 +317,8 @@ class Worker:
         envelope = job.item
         try:
             try:
-                outcome = await self._attempt(envelope)
+                verdict = self._lifecycle.verdict(envelope)
+                outcome = Outcome(verdict, 0.0) if verdict is not None else await self._attempt(envelope)
             finally:
                 # The slot and the key lane are free once the handler returned: routing may wait
                 # for the broker (a missing topic, an outage) without stopping other tasks.
@@ -343,6 +326,7 @@ class Worker:
                 self._scheduler.done(job)
                 self._wake.set()
             routed = await self._router.route(envelope, outcome)
+            await self._lifecycle.record(envelope, outcome, routed)
             offsets.finished(envelope.offset)
             self._note_room(TopicPartition(*job.partition))  # it may have been held at `max_uncommitted`
             for hook in self._hooks:
@@ -361,15 +345,18 @@ class Worker:
         permit = breaker.allow(time.monotonic()) if breaker else Permit.CALL
         if permit is Permit.DENY:
             return Outcome(Result.DEFERRED, 0.0, CircuitOpen(f"the circuit of task {envelope.task!r} is open"))
+        await self._lifecycle.started(envelope)
         for hook in self._hooks:
             hook.task_started(envelope)
         try:
-            outcome = await self._executor.run(envelope)
+            outcome = await self._handlers.run(envelope)
         except asyncio.CancelledError:
             if breaker:
                 breaker.abandon(permit)
             raise
-        if breaker:
+        if breaker and outcome.result is Result.CANCELLED:
+            breaker.abandon(permit)  # a cancel says nothing about the task's health
+        elif breaker:
             breaker.record(permit, outcome.result is not Result.FAILED, time.monotonic())
         return outcome
 
@@ -383,9 +370,9 @@ class Worker:
             await self._commit(self._offsets)
             await asyncio.sleep(max(0.0, self.config.commit_interval - (time.monotonic() - begun)))
 
-    async def _commit(self, trackers: dict[TopicPartition, PartitionOffsets]) -> None:
+    async def _commit(self, trackers: dict[TopicPartition, PartitionOffsets], final: bool = False) -> None:
         if self._consumer is not None:
-            await commits.commit(self._consumer, trackers)
+            await commits.commit(self._consumer, trackers, final)
 
     # rebalance and shutdown
 
@@ -394,10 +381,11 @@ class Worker:
         A partition is fetched only once it has a tracker, so none is fetched before its map is read."""
         new = [tp for tp in assigned if tp not in self._offsets]
         done = await commits.inherited(self._consumer, new) if new and self._consumer is not None else {}
+        await self._lifecycle.restore(done)  # what succeeded after a crashed owner's last commit
         for tp in new:
-            self._offsets[tp] = PartitionOffsets(done.get(tp, ()))
+            self._offsets[tp] = PartitionOffsets(done[tp].finished if tp in done else ())
         self._joined.set()
-        skipping = sum(len(offsets) for offsets in done.values())
+        skipping = sum(len(commit.finished) for commit in done.values())
         log.info("partitions assigned", partitions=len(assigned), group=self.config.group, skipping=skipping)
 
     async def _release(self, partitions: set[TopicPartition]) -> None:
@@ -424,5 +412,5 @@ class Worker:
                 for task in late:
                     task.cancel()
                 await asyncio.wait(late)
-        await self._commit(released)
+        await self._commit(released, final=True)
         log.info("partitions released", partitions=len(released), dropped=dropped, waited=len(running))

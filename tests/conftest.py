@@ -75,6 +75,7 @@ def topology(prefix: str) -> Topology:
             "intake": {"partitions": 3},
             "tiers": {"delays": ["1s", "2s"], "partitions": 2},
             "dlq": {"partitions": 1},
+            "status": {"partitions": 3},
         }
     )
 

@@ -9,7 +9,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamproc.metrics import Metrics
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
-from streamproc.worker import Worker, WorkerConfig
+from streamproc.worker import Worker
+from streamproc.worker_config import WorkerConfig
 from tests.worker_app import app
 
 

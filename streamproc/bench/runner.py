@@ -30,7 +30,8 @@ from streamproc.metrics import Metrics
 from streamproc.routing import Routed
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
-from streamproc.worker import Worker, WorkerConfig
+from streamproc.worker import Worker
+from streamproc.worker_config import WorkerConfig
 
 PROGRESS_S = 0.1
 SLEEP_S = 0.02  # the I/O handler's await

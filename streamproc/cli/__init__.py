@@ -10,7 +10,7 @@ from aiokafka.errors import KafkaError
 from rich.console import Console
 
 from streamproc import __version__
-from streamproc.cli import bench, broker, demo, dlq, lag, submit, topics, worker
+from streamproc.cli import bench, broker, demo, dlq, lag, lifecycle, submit, topics, web, worker
 from streamproc.connection_errors import explain
 from streamproc.errors import StreamprocError
 from streamproc.settings import Settings, last_read, load_env_file
@@ -29,7 +29,11 @@ app.command("demo")(demo.demo)
 app.command("worker")(worker.worker)
 app.command("submit")(submit.submit)
 app.command("lag")(lag.lag)
+app.command("status")(lifecycle.status)
+app.command("result")(lifecycle.result)
+app.command("cancel")(lifecycle.cancel)
 app.command("bench")(bench.bench)
+app.command("web")(web.web)
 
 _debug = False
 

@@ -43,7 +43,8 @@ from streamproc.producer import Producer
 from streamproc.routing import Disposition, Routed
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology, load_topology
-from streamproc.worker import Worker, WorkerConfig
+from streamproc.worker import Worker
+from streamproc.worker_config import WorkerConfig
 
 console = Console()
 STALL_S = 60.0

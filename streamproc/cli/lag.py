@@ -22,7 +22,7 @@ from streamproc.cli.options import Group as GroupOption
 from streamproc.lag import LagReport, read_lag, summarize
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology, load_topology
-from streamproc.worker import WorkerConfig
+from streamproc.worker_config import WorkerConfig
 
 console = Console()
 WATCH_S = 2.0

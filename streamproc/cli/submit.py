@@ -87,9 +87,9 @@ async def _submit(
             sent = 0
             while sent < count:
                 n = min(CHUNK, count - sent)
-                ids = await producer.submit_many(task, [payload] * n, priority=priority, key=key)
-                first = first or ids[0]
-                last = ids[-1]
+                handles = await producer.submit_many(task, [payload] * n, priority=priority, key=key)
+                first = first or handles[0].id
+                last = handles[-1].id
                 sent += n
                 progress.advance(bar, n)
     return first, last

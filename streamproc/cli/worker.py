@@ -19,7 +19,8 @@ from streamproc.metrics import Metrics
 from streamproc.scheduling import Ordering
 from streamproc.settings import KafkaSettings
 from streamproc.topology import load_topology
-from streamproc.worker import Worker, WorkerConfig
+from streamproc.worker import Worker
+from streamproc.worker_config import WorkerConfig
 
 _DEFAULTS = WorkerConfig()
 DEFAULT_METRICS_PORT = 9400
@@ -68,6 +69,13 @@ def worker(
             "For CPU-bound work, run more worker processes.",
         ),
     ] = _DEFAULTS.sync_threads,
+    statuses: Annotated[
+        bool,
+        typer.Option(
+            "--statuses/--no-statuses",
+            help="Write each task's status and result (SPEC 12). Off: no results, no de-duplication.",
+        ),
+    ] = _DEFAULTS.statuses,
     metrics_port: MetricsPort = DEFAULT_METRICS_PORT,
     file: TopicsFile = None,
     bootstrap_servers: BootstrapServers = None,
@@ -84,6 +92,7 @@ def worker(
         reserved_slots=reserved_slots,
         max_uncommitted=max_uncommitted,
         sync_threads=sync_threads,
+        statuses=statuses,
     )
     handlers = load_app(app)
     metrics = Metrics(handlers.tasks, group)

@@ -21,7 +21,8 @@ from streamproc.routing import Disposition, Routed
 from streamproc.scheduling import Ordering
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
-from streamproc.worker import Worker, WorkerConfig
+from streamproc.worker import Worker
+from streamproc.worker_config import WorkerConfig
 from tests import worker_app
 from tests.helpers import read_records, run_cli, running, until
 from tests.worker_app import Call, app
@@ -80,7 +81,7 @@ async def test_a_task_failing_twice_runs_three_attempts_each_after_its_tier_dela
     await provisioning.apply(kafka_settings, topology)
     recorder = Recorder()
     async with Producer(kafka_settings, topology) as producer:
-        task_id = await producer.submit("flaky", {"label": "twice", "fail_times": 2})
+        task_id = (await producer.submit("flaky", {"label": "twice", "fail_times": 2})).id
     async with running(Worker(app, kafka_settings, topology, config(topology), hooks=[recorder])):
         await until(lambda: Disposition.SUCCEEDED in recorder.of(task_id), what="the third attempt")
     attempts = calls_of("twice")
@@ -109,9 +110,11 @@ async def test_a_task_that_always_fails_ends_in_the_dlq_with_every_header(
     await provisioning.apply(kafka_settings, topology)
     recorder = Recorder()
     async with Producer(kafka_settings, topology) as producer:
-        task_id = await producer.submit(
-            "flaky", {"label": "always", "fail_times": 99}, priority="high", key="k1", traceparent=TRACEPARENT
-        )
+        task_id = (
+            await producer.submit(
+                "flaky", {"label": "always", "fail_times": 99}, priority="high", key="k1", traceparent=TRACEPARENT
+            )
+        ).id
     async with running(Worker(app, kafka_settings, topology, config(topology), hooks=[recorder])):
         await until(lambda: Disposition.DEAD_LETTERED in recorder.of(task_id), what="the dead letter")
     # max_retries defaults to the number of tiers: two retries, so three attempts.
@@ -250,10 +253,10 @@ async def test_an_open_circuit_defers_without_calling_the_handler_or_spending_an
     worker = Worker(app, kafka_settings, topology, config(topology, concurrency=1), hooks=[recorder])
     worker_app.upstream_down.set()
     async with Producer(kafka_settings, topology) as producer, running(worker):
-        failing = await producer.submit_many("fragile", [{"label": "a"}, {"label": "b"}])
+        failing = [h.id for h in await producer.submit_many("fragile", [{"label": "a"}, {"label": "b"}])]
         await until(lambda: worker.circuits()["fragile"], what="two failures to open the circuit")
         opened_at = time.time()
-        later = await producer.submit_many("fragile", [{"label": f"later-{i}"} for i in range(3)])
+        later = [h.id for h in await producer.submit_many("fragile", [{"label": f"later-{i}"} for i in range(3)])]
         await until(
             lambda: all(Disposition.DEFERRED in recorder.of(tid) for tid in later), what="the later tasks deferred"
         )
@@ -296,7 +299,7 @@ async def test_a_dead_letter_replayed_after_the_fix_runs_again_as_a_first_attemp
     recorder = Recorder()
     worker_app.upstream_down.set()
     async with Producer(kafka_settings, topology) as producer:
-        task_id = await producer.submit("brittle", {"label": "outage"}, priority="low")
+        task_id = (await producer.submit("brittle", {"label": "outage"}, priority="low")).id
     async with running(Worker(app, kafka_settings, topology, config(topology), hooks=[recorder])):
         await until(lambda: Disposition.DEAD_LETTERED in recorder.of(task_id), what="the dead letter")
         worker_app.upstream_down.clear()  # the outage is over

@@ -96,7 +96,9 @@ def test_worker_outlives_an_outage_cheaply_and_recovers(own_broker: LocalBroker,
     async def backlog() -> set[str]:
         await provisioning.apply(settings, topology)
         async with Producer(settings, topology) as producer:
-            return set(await producer.submit_many("step", [{"sleep_ms": 20}] * TASKS, priority="normal"))
+            return set(
+                [h.id for h in await producer.submit_many("step", [{"sleep_ms": 20}] * TASKS, priority="normal")]
+            )
 
     ids = asyncio.run(backlog())
     journal, log = tmp_path / "journal.txt", tmp_path / "worker.log"

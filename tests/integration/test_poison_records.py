@@ -15,7 +15,8 @@ from streamproc import admin, provisioning
 from streamproc.metrics import Metrics
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
-from streamproc.worker import Worker, WorkerConfig
+from streamproc.worker import Worker
+from streamproc.worker_config import WorkerConfig
 from tests import worker_app
 from tests.helpers import read_records, until
 from tests.worker_app import app

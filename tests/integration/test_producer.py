@@ -57,9 +57,11 @@ def headers_of(record: Any) -> dict[str, str]:
 async def test_submit_writes_the_spec_record(kafka_settings: KafkaSettings, producer: Producer) -> None:
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     before_ms = time.time() * 1000
-    task_id = await producer.submit(
-        "send_email", {"to": "a@b.c", "subject": "hi"}, priority="high", key="user-42", traceparent=traceparent
-    )
+    task_id = (
+        await producer.submit(
+            "send_email", {"to": "a@b.c", "subject": "hi"}, priority="high", key="user-42", traceparent=traceparent
+        )
+    ).id
     after_ms = time.time() * 1000
     assert uuid.UUID(task_id).version == 4
 
@@ -79,7 +81,7 @@ async def test_submit_writes_the_spec_record(kafka_settings: KafkaSettings, prod
 async def test_default_priority_is_normal_and_no_traceparent_means_no_header(
     kafka_settings: KafkaSettings, producer: Producer
 ) -> None:
-    task_id = await producer.submit("noop", {}, key=b"raw-bytes")
+    task_id = (await producer.submit("noop", {}, key=b"raw-bytes")).id
     [record] = await read_records(kafka_settings, producer.topology.intake_topic("normal"), 1)
     headers = headers_of(record)
     assert headers["task-id"] == task_id
@@ -108,7 +110,7 @@ async def test_submit_with_a_task_validates_before_sending(kafka_settings: Kafka
         await producer.submit_many(charge, [{"order_id": "o-2", "cents": 5}, {"cents": 6}])
     assert await total_records(kafka_settings, producer.topology) == 0
 
-    task_id = await producer.submit(charge, Charge(order_id="o-3", cents=250))
+    task_id = (await producer.submit(charge, Charge(order_id="o-3", cents=250))).id
     [record] = await read_records(kafka_settings, topic, 1)
     assert headers_of(record)["task"] == "charge"
     assert headers_of(record)["task-id"] == task_id
@@ -160,13 +162,15 @@ async def test_submit_before_start_is_a_clear_error(kafka_settings: KafkaSetting
 
 
 async def test_submit_many_sends_every_task(kafka_settings: KafkaSettings, producer: Producer) -> None:
-    ids = await producer.submit_many("noop", [{"n": i} for i in range(500)], priority="low", key="batch")
+    ids = [
+        h.id for h in await producer.submit_many("noop", [{"n": i} for i in range(500)], priority="low", key="batch")
+    ]
     assert len(ids) == len(set(ids)) == 500
     records = await read_records(kafka_settings, producer.topology.intake_topic("low"), 500)
     assert {headers_of(r)["task-id"] for r in records} == set(ids)
     # One key, one partition: the batch keeps its order there.
     assert [json.loads(r.value)["n"] for r in records] == list(range(500))
-    assert await producer.submit_many("noop", []) == []
+    assert [h.id for h in await producer.submit_many("noop", [])] == []
 
 
 async def test_from_env_reads_the_topics_file(

@@ -16,7 +16,8 @@ from streamproc import Producer, admin, provisioning
 from streamproc.errors import StreamprocError
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
-from streamproc.worker import Worker, WorkerConfig
+from streamproc.worker import Worker
+from streamproc.worker_config import WorkerConfig
 from tests import worker_app
 from tests.helpers import running, until
 from tests.worker_app import Call, app

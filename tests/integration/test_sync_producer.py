@@ -71,14 +71,15 @@ def test_submit_writes_the_same_record_as_producer(
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     payload = {"to": "a@b.c", "subject": "hi"}
     sync_id = in_plain_thread(
-        lambda: producer.submit("send_email", payload, priority="high", key="user-42", traceparent=traceparent)
+        lambda: producer.submit("send_email", payload, priority="high", key="user-42", traceparent=traceparent).id
     )
 
     async def submit_async() -> str:
         async with Producer(kafka_settings, applied) as async_producer:
-            return await async_producer.submit(
+            handle = await async_producer.submit(
                 "send_email", payload, priority="high", key="user-42", traceparent=traceparent
             )
+            return handle.id
 
     async_id = asyncio.run(submit_async())
     assert uuid.UUID(sync_id).version == 4 and sync_id != async_id
@@ -109,7 +110,7 @@ def test_submit_many_validates_then_sends_in_order(
     kafka_settings: KafkaSettings, applied: Topology, producer: SyncProducer
 ) -> None:
     payloads = [Charge(order_id=f"o-{n}", cents=n) for n in range(5)]
-    ids = in_plain_thread(lambda: producer.submit_many(charge, payloads, key="shop-1"))
+    ids = [h.id for h in in_plain_thread(lambda: producer.submit_many(charge, payloads, key="shop-1"))]
     assert len(ids) == len(set(ids)) == 5
 
     with pytest.raises(StreamprocError, match="invalid payload for task 'charge'"):
@@ -131,7 +132,7 @@ def test_four_threads_submit_at_once(kafka_settings: KafkaSettings, applied: Top
         def submit(worker: int) -> None:
             start.wait(timeout=30)
             submitted[worker] = [
-                producer.submit("noop", {"worker": worker, "n": n}, key=f"w{worker}") for n in range(per_thread)
+                producer.submit("noop", {"worker": worker, "n": n}, key=f"w{worker}").id for n in range(per_thread)
             ]
 
         threads = [threading.Thread(target=submit, args=(w,)) for w in range(4)]
@@ -186,7 +187,7 @@ def test_from_env_reads_the_environment(
     monkeypatch.setenv("STREAMPROC_TOPICS_FILE", str(topics_file))
     with SyncProducer.from_env() as producer:
         assert producer.topology.prefix == applied.prefix
-        task_id = producer.submit("noop", {"from": "env"}, priority="low")
+        task_id = producer.submit("noop", {"from": "env"}, priority="low").id
     [record] = asyncio.run(read_records(kafka_settings, applied.intake_topic("low"), 1))
     assert headers_of(record)["task-id"] == task_id
 

@@ -89,7 +89,9 @@ def workers(bootstrap: str, topology: Topology, tmp_path: Path) -> Iterator[Call
 async def submit(settings: KafkaSettings, topology: Topology, n: int, **payload: object) -> set[str]:
     await provisioning.apply(settings, topology)
     async with Producer(settings, topology) as producer:
-        return set(await producer.submit_many("step", [dict(payload) for _ in range(n)], priority="normal"))
+        return set(
+            [h.id for h in await producer.submit_many("step", [dict(payload) for _ in range(n)], priority="normal")]
+        )
 
 
 def test_sigkill_mid_run_loses_nothing(
@@ -127,6 +129,38 @@ def test_sigkill_mid_run_loses_nothing(
     assert in_flight <= uncommitted  # every task running at the kill is redelivered…
     assert duplicates <= len(uncommitted)  # …and only tasks the dead worker started past its last commit re-run
     assert len(uncommitted) < len(done_before)  # the commits before the kill did spare work
+
+
+def test_sigkill_of_one_of_two_workers_reruns_only_what_was_running_thanks_to_the_statuses(
+    kafka_settings: KafkaSettings, topology: Topology, workers: Callable[..., subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """SPEC §12's last point: with statuses on, the successor skips what the dead worker finished
+    after its last commit (its `succeeded` statuses), so only the tasks running at the kill run twice."""
+    concurrency = 16
+    ids = asyncio.run(submit(kafka_settings, topology, 20_000, sleep_ms=1))
+    journal = Journal(tmp_path / "journal.txt")
+    group = f"{topology.prefix}-g"
+    victim = workers("--concurrency", str(concurrency))
+    workers("--concurrency", str(concurrency))
+    wait_for(lambda: len(journal.done()) >= 6000, 120, "6000 tasks done before the kill")
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    workers("--concurrency", str(concurrency))
+    wait_for(lambda: {line.task_id for line in journal.done()} >= ids, 180, "every task done after the restart")
+
+    done = Counter(line.task_id for line in journal.done())
+    duplicates = sum(done.values()) - len(done)
+    print(f"\nkill -9 of one of two workers, 20,000 tasks: {duplicates} ran twice (bound: {concurrency})")
+    assert set(done) == ids
+    assert duplicates <= concurrency
+    intake = [topology.intake_topic(p) for p in topology.priorities]
+    ends = asyncio.run(admin.end_offsets(kafka_settings, intake))
+
+    def committed_to_the_end() -> bool:
+        committed = asyncio.run(admin.committed_offsets(kafka_settings, group))
+        return all(committed.get(tp, 0) == end for tp, end in ends.items())
+
+    wait_for(committed_to_the_end, 30, "the group's commits at the end of every intake partition")
 
 
 def test_sigterm_hands_partitions_over_with_nothing_lost(
@@ -202,8 +236,16 @@ def test_a_slow_head_holds_back_a_bounded_tail_that_a_successor_does_not_run_aga
     async def backlog() -> list[str]:
         await provisioning.apply(kafka_settings, topology)
         async with Producer(kafka_settings, topology) as producer:  # one key: one partition
-            head = await producer.submit("step", {"label": "head", "sleep_ms": 600_000}, priority="normal", key="k")
-            return [head, *await producer.submit_many("step", [{} for _ in range(tail)], priority="normal", key="k")]
+            head = (
+                await producer.submit("step", {"label": "head", "sleep_ms": 600_000}, priority="normal", key="k")
+            ).id
+            return [
+                head,
+                *[
+                    h.id
+                    for h in await producer.submit_many("step", [{} for _ in range(tail)], priority="normal", key="k")
+                ],
+            ]
 
     ids = asyncio.run(backlog())
     journal = Journal(tmp_path / "journal.txt")

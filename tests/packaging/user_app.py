@@ -13,7 +13,7 @@ from typing import assert_type
 from pydantic import BaseModel, Field
 
 import streamproc
-from streamproc import App, PermanentError, Producer, TaskContext
+from streamproc import App, PermanentError, Producer, TaskContext, TaskHandle
 
 app = App()
 
@@ -45,8 +45,8 @@ async def submit_some() -> list[str]:
     async with Producer.from_env() as producer:
         first = await producer.submit(resize, Resize(image_id="a", width=640), priority="high", key="a")
         rest = await producer.submit_many("notify", [{"user_id": 1, "text": "hi"}])
-        assert_type(first, str)
-        return [first, *rest]
+        assert_type(first, TaskHandle)
+        return [first.id, *(handle.id for handle in rest)]
 
 
 assert_type(resize(Resize(image_id="b", width=10)), int)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import streamproc.cli.worker as cli_worker
 from streamproc.cli import app
 from streamproc.errors import StreamprocError
-from streamproc.worker import WorkerConfig
+from streamproc.worker_config import WorkerConfig
 
 TOPICS_FILE = str(Path(__file__).parents[2] / "topics" / "topics.yaml")
 

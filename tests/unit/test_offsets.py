@@ -39,7 +39,7 @@ def test_to_commit_only_reports_changes() -> None:
     offsets = PartitionOffsets()
     offsets.fetched(0)
     offsets.fetched(1)
-    assert offsets.to_commit() == (0, "", 0)
+    assert offsets.to_commit() == (0, "", 0, False)
     offsets.committed(0, 0)
     assert offsets.to_commit() is None
     offsets.finished(1)  # the commit stays at 0, but its map now holds 1
@@ -48,7 +48,7 @@ def test_to_commit_only_reports_changes() -> None:
     offsets.committed(commit[0], commit[2])
     assert offsets.to_commit() is None
     offsets.finished(0)
-    assert offsets.to_commit() == (2, "", 2)
+    assert offsets.to_commit() == (2, "", 2, False)
 
 
 def test_a_new_owner_skips_what_the_previous_one_finished() -> None:

@@ -36,6 +36,7 @@ from prometheus_client import generate_latest
 from pydantic import BaseModel
 
 from streamproc import App, PermanentError, TaskContext
+from streamproc.acked import AckedWriter
 from streamproc.dead_letters import DeadLetter
 from streamproc.envelope import DLQ_REASONS, NUMERIC_RANGES, VALUE_DROPPED, read_envelope
 from streamproc.execution import Executor, Result
@@ -197,7 +198,7 @@ class WireCheckingProducer:
         pass
 
     async def send(
-        self, topic: str, value: bytes | None, key: bytes | None = None, headers: Any = None
+        self, topic: str, value: bytes | None, key: bytes | None = None, headers: Any = None, partition: Any = None
     ) -> asyncio.Future[None]:
         assert not (value is None and key is None), "Need at least one: key or value"
         builder = DefaultRecordBatchBuilder(2, 0, 0, -1, -1, -1, 2**31 - 1)
@@ -212,20 +213,25 @@ class WireCheckingProducer:
         return delivered
 
 
-class CheckedRouter(OutcomeRouter):
+class CheckedWriter(AckedWriter):
     def _new_producer(self) -> Any:
         self.producer = WireCheckingProducer()
         return self.producer
 
 
+def checked_router() -> tuple[OutcomeRouter, CheckedWriter]:
+    writer = CheckedWriter(KafkaSettings(bootstrap_servers="unused:9092"))
+    return OutcomeRouter(writer, TOPOLOGY, app.tasks), writer
+
+
 async def run_through_worker_path(fetched: list[Any], topic: str) -> tuple[list[tuple[Any, Any]], Metrics, Any]:
     """Each record's (outcome, routed), the metrics they recorded and the records the router wrote."""
     priority, route_task = TOPICS[topic]
-    router = CheckedRouter(KafkaSettings(bootstrap_servers="unused:9092"), TOPOLOGY, app.tasks)
+    router, writer = checked_router()
     executor = Executor(app, threads=1)
     metrics = Metrics(app.tasks, "fuzz")
     results = []
-    await router.start()
+    await writer.start()
     try:
         for record in fetched:
             envelope = read_envelope(record, route_task, priority, RANKS)
@@ -243,8 +249,8 @@ async def run_through_worker_path(fetched: list[Any], topic: str) -> tuple[list[
             results.append((outcome, routed))
     finally:
         executor.close()
-        await router.stop()
-    return results, metrics, router.producer
+        await writer.stop()
+    return results, metrics, writer.producer
 
 
 @given(
@@ -413,18 +419,18 @@ def test_a_priority_header_counts_only_when_it_names_a_declared_priority() -> No
 
 
 async def test_a_dead_letter_too_large_even_without_its_value_keeps_only_streamproc_headers() -> None:
-    router = CheckedRouter(KafkaSettings(bootstrap_servers="unused:9092"), TOPOLOGY, app.tasks)
+    router, writer = checked_router()
     fetched = fetch([[(b"k" * 2_000_000, b'{"label": "x"}', [(b"task", b"refuse"), (b"mine", b"m" * 100)])]])
     envelope = read_envelope(fetched[0], None, "normal", RANKS)
     executor = Executor(app, threads=1)
-    await router.start()
+    await writer.start()
     try:
         routed = await router.route(envelope, await executor.run(envelope))
     finally:
         executor.close()
-        await router.stop()
+        await writer.stop()
     assert routed.reason == "permanent_error"
-    [(topic, letter)] = router.producer.sent
+    [(topic, letter)] = writer.producer.sent
     headers = dict(letter.headers)
     assert (topic, letter.key, letter.value) == ("tasks.dlq", None, b"")
     assert headers["value-dropped"] == b"14" and headers["dlq-reason"] == b"permanent_error"

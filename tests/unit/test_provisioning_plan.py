@@ -10,8 +10,11 @@ TOPOLOGY = Topology.model_validate(
         "tiers": {"delays": ["1s"], "partitions": 2},
         "dlq": {"partitions": 1},
         "routes": [{"topic": "events", "task": "t", "priority": "high"}],
+        "status": {"partitions": 4, "ttl": "1h"},
     }
 )
+STATUS_CONFIGS = {"cleanup.policy": "compact,delete", "retention.ms": "3600000", "segment.ms": "900000"}
+CONTROL_CONFIGS = {"cleanup.policy": "compact,delete", "retention.ms": "604800000", "segment.ms": "86400000"}
 
 
 def matching_state() -> dict[str, TopicState]:
@@ -20,12 +23,20 @@ def matching_state() -> dict[str, TopicState]:
         "p.retry.1s": TopicState("p.retry.1s", 2, 1),
         "p.dlq": TopicState("p.dlq", 1, 1),
         "events": TopicState("events", 7, 3),
+        "p.status": TopicState("p.status", 4, 1, STATUS_CONFIGS),
+        "p.control": TopicState("p.control", 1, 1, CONTROL_CONFIGS),
     }
 
 
 def test_empty_cluster_creates_every_managed_topic_and_warns_of_the_external_route() -> None:
     result = plan(TOPOLOGY, {})
-    assert [(t.name, t.partitions) for t in result.create] == [("p.high", 4), ("p.retry.1s", 2), ("p.dlq", 1)]
+    assert [(t.name, t.partitions, t.configs) for t in result.create] == [
+        ("p.high", 4, {"retention.ms": "1000"}),
+        ("p.retry.1s", 2, {}),
+        ("p.dlq", 1, {}),
+        ("p.status", 4, STATUS_CONFIGS),  # compacted by task id, deleted after the status TTL
+        ("p.control", 1, CONTROL_CONFIGS),
+    ]
     assert result.missing_external == ["events"]
     assert not result.refusals
 

@@ -1,0 +1,124 @@
+"""`AckedWriter`: the worker's writes that must be durable before a task's offset finishes.
+
+Retry and DLQ records (`routing`) and status records (`lifecycle.status_writer`) share one
+idempotent `acks=all` producer: `send` returns only once the broker has the record, so the worker
+marks an offset finished only after its outcome is safe, and a retried send never duplicates it.
+Transient errors are retried with backoff (the offset stays unfinished meanwhile); only a
+too-large record is raised, since no retry helps. A producer wedged by a broker blip is replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+    RecordTooLargeError,
+    UnknownProducerId,
+    UnknownTopicOrPartitionError,
+)
+
+from streamproc.envelope import Headers
+from streamproc.settings import KafkaSettings
+
+log = structlog.get_logger("streamproc.task")
+
+TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
+# Idempotent producer states a broker blip can leave behind for good (KAFKA-NOTES "Producing").
+_WEDGED = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch)
+REPORT_EVERY_S = 10.0
+_MAX_RECORD_BYTES = 16 * 1_048_576  # the broker's topic limit decides; this only bounds the client
+
+
+class AckedWriter:
+    """Writes records and returns once the broker acknowledged them to all in-sync replicas."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._settings = settings
+        self._producer: AIOKafkaProducer | None = None
+        self._failed_writes: dict[str, tuple[float, int]] = {}  # topic → (last report, failures since)
+
+    async def start(self) -> None:
+        producer = self._new_producer()
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()  # else aiokafka warns of an unclosed producer after the error line
+            raise
+        self._producer = producer
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            **self._settings.client_kwargs(),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_request_size=_MAX_RECORD_BYTES,
+        )
+
+    async def send(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers, partition: int | None = None
+    ) -> Any:
+        """Return (aiokafka's `RecordMetadata`) once the broker has the record; see the module docstring.
+        A record with neither key nor value (which aiokafka refuses to send) gets `b""` as its value."""
+        if key is None and value is None:
+            value = b""
+        backoff = 0.1
+        while True:
+            producer = self._producer
+            if producer is None:
+                raise RuntimeError("AckedWriter.start() was not awaited")
+            try:
+                return await (await producer.send(topic, value, key=key, headers=headers, partition=partition))
+            except TOO_LARGE:
+                raise
+            except KafkaError as exc:
+                self._report_failed_write(topic, producer, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(2 * backoff, 5.0)
+                if isinstance(exc, _WEDGED) and producer is self._producer:
+                    await self._replace(producer)
+
+    def _report_failed_write(self, topic: str, producer: AIOKafkaProducer, exc: KafkaError) -> None:
+        """Log a failed write at most once per topic every `REPORT_EVERY_S`, with the count since:
+        while a topic is missing or the broker is away, every waiting task retries its write."""
+        now = time.monotonic()
+        last, count = self._failed_writes.get(topic, (0.0, 0))
+        if now - last < REPORT_EVERY_S:
+            self._failed_writes[topic] = (last, count + 1)
+            return
+        self._failed_writes[topic] = (now, 0)
+        fields = {"topic": topic, "error": str(exc) or type(exc).__name__, "failures_since_last_report": count}
+        if isinstance(exc, UnknownTopicOrPartitionError) or topic not in producer.client.cluster.topics():
+            log.error(
+                f"topic {topic} does not exist: the records for it wait (their tasks' offsets stay uncommitted) "
+                "until it is created; run `streamproc topics apply`",
+                **fields,
+            )
+        else:
+            log.warning("writing a retry, DLQ or status record failed; trying again", **fields)
+
+    async def _replace(self, wedged: AIOKafkaProducer) -> None:
+        """A fresh producer: a wedged one's sequence numbers never recover (aiokafka #1017)."""
+        fresh = self._new_producer()
+        try:
+            await fresh.start()
+        except KafkaError:
+            await fresh.stop()  # the next failure tries again
+            return
+        self._producer = fresh
+        with contextlib.suppress(KafkaError):
+            await wedged.stop()

@@ -1,0 +1,47 @@
+"""`TaskHandle`: what `Producer.submit` returns (SPEC §12)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from streamproc.lifecycle.client import LifecycleClient, result_of
+from streamproc.lifecycle.status import TaskStatus
+
+
+@dataclass(frozen=True)
+class TaskHandle:
+    """A submitted task: its id and intake record; `str(handle)` is the id.
+
+    `offset` is None for the handle of a task submitted earlier with the same idempotency key.
+    """
+
+    id: str
+    topic: str
+    partition: int
+    offset: int | None
+    _client: LifecycleClient = field(repr=False, compare=False)
+    _status_offset: int | None = field(default=None, repr=False, compare=False)  # of its `pending` record
+    _returns: type[BaseModel] | None = field(default=None, repr=False, compare=False)
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def status_partition(self) -> int:
+        return self.partition % self._client.partitions
+
+    async def status(self) -> TaskStatus:
+        """The task's latest status (a lookup: see `Producer.status`)."""
+        return await self._client.status(self.id, self.status_partition)
+
+    async def wait(self, timeout: float | None = None) -> TaskStatus:  # noqa: ASYNC109 (SPEC §12 names it)
+        """The task's terminal status (`succeeded`, `dead` or `cancelled`); `TimeoutError` after `timeout` s."""
+        return await self._client.wait(self.id, self.status_partition, self._status_offset, timeout)
+
+    async def result(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 (SPEC §12 names it)
+        """The handler's return value (validated into its pydantic return type, when it has one).
+        Raises `TaskFailed` (dead), `TaskCancelled`, or `TimeoutError` after `timeout` seconds."""
+        return result_of(await self.wait(timeout), self._returns)

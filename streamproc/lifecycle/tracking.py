@@ -1,0 +1,167 @@
+"""The worker's side of the task lifecycle (SPEC §12): what it writes, skips and cancels.
+
+- Before a task runs, `verdict` says whether to run it: not when it was cancelled (the control
+  topic, read whole before the first task), nor when its id already succeeded (a duplicate submit,
+  an idempotency key, or work a crashed worker finished after its last commit: `restore`), within
+  the status TTL, or within the task's `cache_ttl` when it has one.
+- After its outcome is routed, `record` writes its status (`succeeded` with the result,
+  `retrying`, `dead`, `cancelled`) and returns once the broker has it, so the worker marks the
+  offset finished only after the status is durable.
+- A cancel that arrives while the task runs calls `on_cancel`, which the worker turns into a
+  cancellation of the running handler.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streamproc.acked import TOO_LARGE, AckedWriter
+from streamproc.app import Task
+from streamproc.commits import Inherited
+from streamproc.envelope import ORIGINAL_PARTITION, Envelope, cap_error_message, int_header
+from streamproc.execution import Outcome, Result
+from streamproc.lifecycle import restore
+from streamproc.lifecycle.cancel_follower import CancelFollower
+from streamproc.lifecycle.status import TaskState, TaskStatus, status_partition
+from streamproc.routing import Disposition, Routed
+from streamproc.settings import KafkaSettings
+from streamproc.topology import Topology
+
+REMEMBERED = 100_000  # succeeded ids a worker keeps in memory (about 10 MB); older ones come from `restore`
+
+
+class TaskLifecycle:
+    """Status records, de-duplication and cancels for one worker; `statuses=False` writes no status."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        topology: Topology,
+        tasks: Mapping[str, Task[Any, Any]],
+        writer: AckedWriter,
+        *,
+        statuses: bool = True,
+    ) -> None:
+        self._settings = settings
+        self._tasks = tasks
+        self._writer = writer
+        self._statuses = statuses
+        self._topic = topology.status_topic
+        self._partitions = topology.status.partitions
+        self._ttl_ms = topology.status_ttl_ms
+        self._restorable = {spec.name for spec in topology.topics() if spec.role in ("intake", "route")}
+        self._succeeded: OrderedDict[str, int] = OrderedDict()  # task id → when it succeeded (ms)
+        self._cancels = CancelFollower(settings, topology.control_topic, self._cancelled_now)
+        self._restorer: AIOKafkaConsumer | None = None
+        self.on_cancel: Callable[[str], None] = lambda task_id: None
+
+    async def start(self) -> None:
+        """Read the control topic to its end: no task may start before every cancel is known."""
+        await self._cancels.start()
+        if self._statuses:
+            self._restorer = AIOKafkaConsumer(**self._settings.client_kwargs(), enable_auto_commit=False)
+            await self._restorer.start()
+
+    async def stop(self) -> None:
+        await self._cancels.stop()
+        if self._restorer is not None:
+            await self._restorer.stop()
+
+    def _cancelled_now(self, task_id: str) -> None:
+        self.on_cancel(task_id)
+
+    def verdict(self, envelope: Envelope) -> Result | None:
+        """CANCELLED or SKIPPED (see the module docstring) for a task that must not run, else None."""
+        task_id = envelope.task_id
+        if task_id in self._cancels:
+            return Result.CANCELLED
+        succeeded_at = self._succeeded.get(task_id)
+        if succeeded_at is None:
+            return None
+        task = self._tasks.get(envelope.task or "")
+        ttl_ms = int(task.cache_ttl * 1000) if task is not None and task.cache_ttl else self._ttl_ms
+        return Result.SKIPPED if time.time_ns() // 1_000_000 - succeeded_at < ttl_ms else None
+
+    async def started(self, envelope: Envelope) -> None:
+        """Write `started`, for tasks with `track_started=True`, before their handler is called."""
+        task = self._tasks.get(envelope.task or "")
+        if self._statuses and task is not None and task.track_started:
+            await self._write(envelope, self._status(envelope, TaskState.STARTED))
+
+    async def record(self, envelope: Envelope, outcome: Outcome, routed: Routed) -> None:
+        """Write the status of a routed outcome; returns once the broker has it."""
+        if not self._statuses or outcome.result is Result.SKIPPED:
+            return
+        disposition = routed.disposition
+        if disposition is Disposition.SUCCEEDED:
+            task = self._tasks.get(envelope.task or "")
+            result = outcome.value if task is None or task.store_result else None
+            status = self._status(envelope, TaskState.SUCCEEDED, result=result)
+        elif disposition is Disposition.CANCELLED:
+            status = self._status(envelope, TaskState.CANCELLED)
+        elif disposition is Disposition.DEAD_LETTERED:
+            status = self._status(envelope, TaskState.DEAD, outcome=outcome, reason=routed.reason)
+        else:  # retried, or deferred by an open circuit
+            status = self._status(envelope, TaskState.RETRYING, outcome=outcome, retry_at=routed.retry_at_ms)
+        await self._write(envelope, status)
+        if status.state is TaskState.SUCCEEDED:
+            self._remember(status.task_id, status.at_ms)
+
+    async def restore(self, commits: Mapping[TopicPartition, Inherited]) -> None:
+        """Remember the ids that succeeded after the last non-final commits of intake partitions."""
+        since: dict[int, int] = {}
+        for tp, commit in commits.items():
+            if tp.topic in self._restorable and commit.at_ms is not None and not commit.final:
+                partition = status_partition(tp.partition, self._partitions)
+                since[partition] = min(since.get(partition, commit.at_ms), commit.at_ms)
+        if since and self._restorer is not None:
+            for task_id, status in (await restore.succeeded_since(self._restorer, self._topic, since)).items():
+                self._remember(task_id, status.at_ms)
+
+    def _remember(self, task_id: str, at_ms: int) -> None:
+        self._succeeded[task_id] = at_ms
+        if len(self._succeeded) > REMEMBERED:
+            self._succeeded.popitem(last=False)
+
+    def _status(
+        self,
+        envelope: Envelope,
+        state: TaskState,
+        *,
+        result: Any = None,
+        outcome: Outcome | None = None,
+        reason: str | None = None,
+        retry_at: int | None = None,
+    ) -> TaskStatus:
+        error = outcome.error if outcome is not None else None
+        return TaskStatus(
+            task_id=envelope.task_id,
+            state=state,
+            task=envelope.task,
+            attempt=envelope.attempt,
+            at_ms=time.time_ns() // 1_000_000,
+            result=result,
+            error_type=outcome.error_type if outcome is not None else None,
+            error=cap_error_message(str(error)) if error is not None else None,
+            reason=reason,
+            retry_at=retry_at,
+        )
+
+    async def _write(self, envelope: Envelope, status: TaskStatus) -> None:
+        """Send the status to its partition (see `lifecycle.status`); a result too large for the
+        topic is replaced by a `result_error` saying so, never a stuck partition."""
+        intake_partition = int_header(envelope.headers, ORIGINAL_PARTITION, envelope.partition)
+        partition = status_partition(intake_partition, self._partitions)
+        key = status.task_id.encode()
+        value = status.to_json()
+        try:
+            await self._writer.send(self._topic, value, key, [], partition=partition)
+        except TOO_LARGE:
+            error = f"the result ({len(value)} bytes as a status record) is too large for {self._topic}"
+            replaced = TaskStatus(status.task_id, status.state, status.task, status.attempt, status.at_ms, None, error)
+            await self._writer.send(self._topic, replaced.to_json(), key, [], partition=partition)
