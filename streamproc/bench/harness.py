@@ -56,8 +56,9 @@ async def scenario_topics(
 
 
 async def fill(settings: KafkaSettings, topology: Topology, task: str, count: int, priority: str = "normal") -> None:
-    """Submit `count` tasks with small distinct payloads, keyless so they spread over the partitions."""
-    async with Producer(settings, topology) as producer:
+    """Submit `count` tasks with small distinct payloads, keyless so they spread over the partitions
+    (no `pending` statuses: nothing awaits a backlog)."""
+    async with Producer(settings, topology, statuses=False) as producer:
         for start in range(0, count, CHUNK):
             await producer.submit_many(
                 task, [{"n": n} for n in range(start, min(count, start + CHUNK))], priority=priority

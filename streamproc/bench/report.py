@@ -87,6 +87,28 @@ RATIOS: list[Callable[[Results], Ratio]] = [
         False,
         unit="MB",
     ),
+    lambda r: Ratio(
+        "no-op tasks/s with statuses and results, vs without (SPEC 12)",
+        _over(r["noop"]["streamproc"]["tasks_per_s"], r["noop"]["streamproc_no_status"]["tasks_per_s"]),
+        0.7,
+        True,
+    ),
+    lambda r: Ratio("submit → result p50, no-op, idle worker", r["results"]["p50_ms"], 20, False, unit="ms"),
+    lambda r: Ratio("submit → result p99, no-op, idle worker", r["results"]["p99_ms"], 50, False, unit="ms"),
+    lambda r: Ratio(
+        f"streamproc web: lookup of an old id p99, {r['view']['lookup']['stored']:,} stored",
+        r["view"]["lookup"]["p99_ms"],
+        50,
+        False,
+        unit="ms",
+    ),
+    lambda r: Ratio(
+        "streamproc web: statuses/s a fresh view reads",
+        r["view"]["ingest"]["statuses_per_s"],
+        50_000,
+        True,
+        unit="statuses/s",
+    ),
 ]
 
 
@@ -183,4 +205,13 @@ def figures(results: Results) -> Table:
     out.add_row("7. retry delay error p50 / p99", f"{retry['error_p50_ms']:.0f} / {retry['error_p99_ms']:.0f} ms")
     memory = results["memory"]
     out.add_row(f"8. peak RSS, {memory['backlog']:,} backlog", f"{memory['peak_rss_mb']:.0f} MB")
+    out.add_row("§12. streamproc, no-op, statuses off", f"{noop['streamproc_no_status']['tasks_per_s']:,.0f} tasks/s")
+    latency = results["results"]
+    out.add_row("§12. submit → result p50 / p99", f"{latency['p50_ms']:.1f} / {latency['p99_ms']:.1f} ms")
+    view = results["view"]
+    out.add_row("§12. web view ingest", f"{view['ingest']['statuses_per_s']:,.0f} statuses/s")
+    out.add_row(
+        f"§12. web lookup p50 / p99, {view['lookup']['stored']:,} stored",
+        f"{view['lookup']['p50_ms']:.1f} / {view['lookup']['p99_ms']:.1f} ms",
+    )
     return out

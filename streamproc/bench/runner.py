@@ -46,6 +46,7 @@ class Spec(BaseModel):
     group: str
     topic: str  # the baseline and FastStream read this one topic; a Worker reads all of the topology's
     concurrency: int = 64
+    statuses: bool = True  # a Worker writes each task's status and result (SPEC §12)
 
 
 app = App()
@@ -148,7 +149,7 @@ async def run_faststream(spec: Spec, meter: Meter, stop: asyncio.Event) -> None:
 
 async def run_streamproc(spec: Spec, meter: Meter, stop: asyncio.Event) -> None:
     """A Worker of the bench app, as `streamproc worker` runs one (metrics hooks included)."""
-    config = WorkerConfig(group=spec.group, concurrency=spec.concurrency)
+    config = WorkerConfig(group=spec.group, concurrency=spec.concurrency, statuses=spec.statuses)
     settings = KafkaSettings(bootstrap_servers=spec.bootstrap_servers)
     worker = Worker(app, settings, spec.topology, config, hooks=[Metrics(app.tasks, spec.group), meter])
     running = asyncio.create_task(worker.run())

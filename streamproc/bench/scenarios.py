@@ -7,11 +7,13 @@ own, so the systems compared read the very same records.
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from streamproc.bench.harness import Runner, fill, percentile, scenario_topics, steady_rate, wait_until
@@ -34,6 +36,8 @@ class Sizes:
     io_backlog: int
     low_backlog: int  # saturating the worker while pings arrive
     pings: int
+    results: int  # tasks submitted one by one, each awaited to its result
+    statuses: int  # in the status topic behind `streamproc web`
     submit_rate: float  # pings and failing tasks submitted per second
     retries: int
     tier: str
@@ -47,6 +51,8 @@ FULL = Sizes(
     io_backlog=150_000,
     low_backlog=60_000,
     pings=1000,
+    results=500,
+    statuses=1_000_000,
     submit_rate=100,
     retries=500,
     tier="1s",
@@ -59,6 +65,8 @@ QUICK = Sizes(
     io_backlog=5_000,
     low_backlog=5_000,
     pings=20,
+    results=20,
+    statuses=2_000,
     submit_rate=100,
     retries=20,
     tier="1s",
@@ -78,6 +86,7 @@ class Bench:
         topology: Topology,
         group: str | None = None,
         concurrency: int = 64,
+        statuses: bool = True,
     ) -> Spec:
         return Spec(
             kind=kind,
@@ -86,6 +95,7 @@ class Bench:
             group=group or f"{topology.prefix}-{kind}-{uuid.uuid4().hex[:6]}",
             topic=topology.intake_topic("normal"),
             concurrency=concurrency,
+            statuses=statuses,
         )
 
     def topics(self, tiers: Sequence[str] = ("5s",)) -> AbstractAsyncContextManager[Topology]:
@@ -103,7 +113,8 @@ class Bench:
 
 
 async def noop_throughput(bench: Bench) -> dict[str, Figures]:
-    """Scenarios 1, 2, 3 and 6 on one backlog of no-op tasks, each run with a group of its own."""
+    """Scenarios 1, 2, 3 and 6 on one backlog of no-op tasks, each run with a group of its own; and
+    streamproc without statuses (SPEC §12: what writing each task's status and result costs)."""
     backlog = bench.sizes.noop_backlog
     async with bench.topics() as topology:
         await fill(bench.settings, topology, "noop", backlog)
@@ -111,6 +122,7 @@ async def noop_throughput(bench: Bench) -> dict[str, Figures]:
         return {
             "aiokafka": bench.rate(bench.spec("aiokafka", topology), backlog=backlog),
             "streamproc": bench.rate(bench.spec("streamproc", topology), backlog=backlog),
+            "streamproc_no_status": bench.rate(bench.spec("streamproc", topology, statuses=False), backlog=backlog),
             "faststream": bench.rate(bench.spec("faststream", topology), backlog=backlog),
             "streamproc_two_processes": bench.rate(shared, shared, backlog=backlog),
         }
@@ -210,3 +222,35 @@ async def memory(bench: Bench) -> Figures:
         "drained": result["done"],
         "peak_rss_mb": result["rss_kib"] * 1024 / 1e6,
     }
+
+
+async def result_latency(bench: Bench) -> Figures:
+    """SPEC §12: submit → `await handle.result()` of a no-op task on an idle worker, one at a time."""
+    async with bench.topics() as topology:
+        runner = Runner.start(bench.spec("streamproc", topology))
+        latencies: list[float] = []
+        try:
+            async with Producer(bench.settings, topology) as producer:
+                first = await producer.submit("noop", {})  # the group's join is not a task's latency
+                await first.result(timeout=120)
+                for _ in range(bench.sizes.results):
+                    begin = time.perf_counter()
+                    handle = await producer.submit("noop", {})
+                    await handle.result(timeout=60)
+                    latencies.append((time.perf_counter() - begin) * 1000)
+        finally:
+            runner.stop()
+    return {"results": len(latencies), "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99)}
+
+
+async def status_view(bench: Bench) -> Figures:
+    """SPEC §12: how fast a fresh `streamproc web` view reads the status topic, and the lookup of an
+    old id over HTTP with that many statuses stored (the store of the first read, resumed)."""
+    from streamproc.bench import web_view  # fastapi and uvicorn: only this scenario needs them
+
+    async with bench.topics() as topology:
+        with tempfile.TemporaryDirectory() as directory:
+            db = Path(directory) / "status.sqlite"
+            ingest = await web_view.ingest_rate(bench.settings, topology, statuses=bench.sizes.statuses, db=db)
+            lookup = await web_view.lookup_latency(bench.settings, topology, statuses=bench.sizes.statuses, db=db)
+    return {"ingest": ingest, "lookup": lookup}

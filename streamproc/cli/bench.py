@@ -28,6 +28,8 @@ async def _run(bench: scenarios.Bench) -> dict[str, Any]:
         ("priority", "5: high-priority wait, idle and behind a low backlog"),
         ("retry", "7: retry delay through a short tier"),
         ("memory", f"8: peak RSS with a {bench.sizes.rss_backlog:,}-task backlog"),
+        ("results", "§12: submit → result of a no-op task on an idle worker"),
+        ("view", f"§12: streamproc web with {bench.sizes.statuses:,} statuses: ingest and lookup"),
     )
     run = {
         "noop": scenarios.noop_throughput,
@@ -35,6 +37,8 @@ async def _run(bench: scenarios.Bench) -> dict[str, Any]:
         "priority": scenarios.priority_wait,
         "retry": scenarios.retry_delay,
         "memory": scenarios.memory,
+        "results": scenarios.result_latency,
+        "view": scenarios.status_view,
     }
     results: dict[str, Any] = {}
     for name, what in steps:

@@ -36,14 +36,23 @@ def test_quick_bench_runs_every_scenario_and_writes_the_ratios(
     assert document["mode"] == "quick"
     assert {"cores", "python", "aiokafka", "faststream", "broker"} <= document["machine"].keys()
     scenarios = document["scenarios"]
-    assert set(scenarios["noop"]) == {"aiokafka", "streamproc", "faststream", "streamproc_two_processes"}
+    assert set(scenarios["noop"]) == {
+        "aiokafka",
+        "streamproc",
+        "streamproc_no_status",
+        "faststream",
+        "streamproc_two_processes",
+    }
     assert scenarios["noop"]["streamproc"]["tasks_per_s"] > 0
     assert scenarios["noop"]["faststream"]["tasks_per_s"] > 0
     assert scenarios["retry"]["retries"] == QUICK.retries
     assert scenarios["retry"]["error_p99_ms"] >= 0  # a retry never starts before its retry-at
     assert scenarios["priority"]["idle_p99_ms"] > 0
     assert scenarios["memory"]["peak_rss_mb"] > 0
+    assert scenarios["results"]["results"] == QUICK.results and scenarios["results"]["p99_ms"] > 0
+    assert scenarios["view"]["ingest"]["statuses"] >= QUICK.statuses
+    assert scenarios["view"]["lookup"]["stored"] >= QUICK.statuses and scenarios["view"]["lookup"]["p99_ms"] > 0
     ratios = document["ratios"]
-    assert len(ratios) == 7
+    assert len(ratios) == 12
     for ratio in ratios:
         assert {"figure", "value", "target", "at_least", "met"} <= ratio.keys()
