@@ -15,7 +15,7 @@ WORKDIR /app
 # Dependencies and the package first, so editing handlers/ or topics/ does not reinstall them.
 COPY pyproject.toml README.md LICENSE ./
 COPY streamproc ./streamproc
-RUN pip install '.[cli]' && rm -rf build streamproc.egg-info  # [cli]: the `streamproc` command
+RUN pip install '.[cli,web]' && rm -rf build streamproc.egg-info  # [cli]: the `streamproc` command; [web]: `streamproc web`
 
 # --app MODULE:ATTR is imported from the working directory, and topics/topics.yaml is the default topics file.
 COPY handlers ./handlers

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -30,12 +31,14 @@ from streamproc.envelope import Headers
 from streamproc.settings import KafkaSettings
 
 log = structlog.get_logger("streamproc.task")
+T = TypeVar("T")
 
 TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
 # Idempotent producer states a broker blip can leave behind for good (KAFKA-NOTES "Producing").
 _WEDGED = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch)
 REPORT_EVERY_S = 10.0
 _MAX_RECORD_BYTES = 16 * 1_048_576  # the broker's topic limit decides; this only bounds the client
+_BATCH_BYTES = 256 * 1024  # a batch of statuses (`send_batch`): some 1,500 of them
 
 
 class AckedWriter:
@@ -67,6 +70,7 @@ class AckedWriter:
             enable_idempotence=True,
             linger_ms=5,
             max_request_size=_MAX_RECORD_BYTES,
+            max_batch_size=_BATCH_BYTES,
         )
 
     async def send(
@@ -76,13 +80,39 @@ class AckedWriter:
         A record with neither key nor value (which aiokafka refuses to send) gets `b""` as its value."""
         if key is None and value is None:
             value = b""
+
+        async def attempt(producer: AIOKafkaProducer) -> Any:
+            return await (await producer.send(topic, value, key=key, headers=headers, partition=partition))
+
+        return await self._retrying(topic, attempt)
+
+    async def send_batch(self, topic: str, partition: int, records: list[tuple[bytes, bytes]]) -> None:
+        """Send keyed records to one partition as one batch (a record each costs a fraction of
+        `send`'s), returning once the broker has them all; retried whole like `send`."""
+
+        async def attempt(producer: AIOKafkaProducer) -> None:
+            deliveries = []
+            batch = producer.create_batch()
+            for key, value in records:
+                if batch.append(key=key, value=value, timestamp=None) is None:  # full: queue it, start anew
+                    deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)
+            deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+            await asyncio.gather(*deliveries)
+
+        await self._retrying(topic, attempt)
+
+    async def _retrying(self, topic: str, attempt: Callable[[AIOKafkaProducer], Awaitable[T]]) -> T:
+        """`attempt(producer)` until it succeeds: transient errors are retried with backoff, a wedged
+        producer is replaced, and only a too-large record is raised."""
         backoff = 0.1
         while True:
             producer = self._producer
             if producer is None:
                 raise RuntimeError("AckedWriter.start() was not awaited")
             try:
-                return await (await producer.send(topic, value, key=key, headers=headers, partition=partition))
+                return await attempt(producer)
             except TOO_LARGE:
                 raise
             except KafkaError as exc:

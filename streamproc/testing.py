@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import time
 import uuid
 from collections.abc import Mapping
@@ -145,29 +144,6 @@ def make_context(
     return task_context(task, envelope, log)
 
 
-def _recording(task: Task[Any, Any], returned: list[Any]) -> Task[Any, Any]:
-    """A copy of `task` whose handler also appends its return value to `returned`."""
-    probe = copy.copy(task)
-    fn = task.fn
-    if task.is_async:
-
-        async def call_async(*args: Any) -> Any:
-            value = await fn(*args)
-            returned.append(value)
-            return value
-
-        probe.fn = call_async
-    else:
-
-        def call_sync(*args: Any) -> Any:
-            value = fn(*args)
-            returned.append(value)
-            return value
-
-        probe.fn = call_sync
-    return probe
-
-
 async def run_task(
     app: App,
     task: str | Task[Any, Any],
@@ -206,13 +182,7 @@ async def run_task(
         partition=0,
         offset=0,
     )
-    returned: list[Any] = []
-    registered = app.tasks.get(name)
-    runner = App()  # the app's tasks, with the one under test recording what it returns
-    runner.tasks = dict(app.tasks)
-    if registered is not None:
-        runner.tasks[name] = _recording(registered, returned)
-    executor = Executor(runner, threads=1)
+    executor = Executor(app, threads=1)
     try:
         outcome = await executor.run(envelope)
     finally:
@@ -225,7 +195,7 @@ async def run_task(
         outcome=outcome.result,
         reason=outcome.reason,
         error=outcome.error,
-        value=returned[0] if returned and outcome.result is Result.SUCCEEDED else None,
+        value=outcome.value,
         task_id=envelope.task_id,
         duration_s=outcome.duration_s,
     )

@@ -10,10 +10,11 @@ One aiokafka consumer per process feeds three cooperating coroutines:
 - `_dispatch_loop` moves due tier records into the scheduler and starts the scheduler's next
   job whenever a concurrency slot is free; a rate-limited job whose start lies ahead is parked
   until then, holding no slot;
-- `_run` asks the task's circuit breaker, executes the job (or defers it when the circuit is
-  open), gives its slot and key lane back, routes its outcome (a retry tier or the DLQ,
-  acknowledged by the broker; a write retried while a topic is missing holds no slot), and only
-  then marks its offset finished;
+- `_run` skips a cancelled or already succeeded task (`lifecycle`), asks the task's circuit
+  breaker, executes the job (or defers it when the circuit is open), gives its slot and key lane
+  back, routes its outcome (a retry tier or the DLQ, acknowledged by the broker; a write retried
+  while a topic is missing holds no slot) and writes its status; once the broker has that, its
+  offset is finished (`_finished`);
 - `_commit_loop` commits, at most every `commit_interval`, each partition's lowest unfinished
   offset with the finished offsets above it (`commits`); a newly assigned partition skips what
   its previous owner finished (SPEC §5).
@@ -27,7 +28,8 @@ records (delayed or parked) count against it too, so memory stays bounded, and t
 loops at their due time: nothing polls while they wait.
 
 Revocation and shutdown take the same path: start nothing more from the partitions, drop their
-buffered and waiting records, wait (bounded) for their running tasks, commit, and let go.
+buffered and waiting records, wait (bounded) for their running tasks and their statuses, commit,
+and let go.
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ class Worker:
         self._lifecycle = TaskLifecycle(settings, topology, app.tasks, self._writer, statuses=config.statuses)
         self._handlers = RunningHandlers(self._executor)
         self._lifecycle.on_cancel = self._handlers.cancel
+        self._lifecycle.on_error = self._fail
         self._hooks = tuple(hooks)
         self._buffers = Buffers(topology, config.ordering)
         self._scheduler = self._buffers.scheduler
@@ -326,17 +329,25 @@ class Worker:
                 self._scheduler.done(job)
                 self._wake.set()
             routed = await self._router.route(envelope, outcome)
-            await self._lifecycle.record(envelope, outcome, routed)
-            offsets.finished(envelope.offset)
-            self._note_room(TopicPartition(*job.partition))  # it may have been held at `max_uncommitted`
-            for hook in self._hooks:
-                hook.task_finished(envelope, outcome, routed)
+            # Its status goes in a batch of statuses; the offset finishes once the broker has it.
+            self._lifecycle.record(envelope, outcome, routed, lambda: self._finished(job, offsets, outcome, routed))
         except Exception as exc:
-            # A bug, not a task failure (those are outcomes): the offset can never finish, so rather
-            # than stall the partition silently, stop and let `run` raise it.
             log.exception("worker error; stopping", task=envelope.task, position=envelope.position)
-            self._error = self._error or exc
-            self.stop()
+            self._fail(exc)
+
+    def _finished(self, job: Job[Envelope], offsets: PartitionOffsets, outcome: Outcome, routed: Routed) -> None:
+        """The task's outcome and status are durable: its offset is finished."""
+        offsets.finished(job.item.offset)
+        self._note_room(TopicPartition(*job.partition))  # it may have been held at `max_uncommitted`
+        for hook in self._hooks:
+            hook.task_finished(job.item, outcome, routed)
+
+    def _fail(self, error: BaseException) -> None:
+        """A bug, not a task failure (those are outcomes): an offset can never finish, so rather than
+        stall its partition silently, stop and let `run` raise it."""
+        if self._error is None and isinstance(error, Exception):
+            self._error = error
+        self.stop()
 
     async def _attempt(self, envelope: Envelope) -> Outcome:
         """Run the task, unless its circuit is open: then it is deferred and its handler not called."""
@@ -345,7 +356,8 @@ class Worker:
         permit = breaker.allow(time.monotonic()) if breaker else Permit.CALL
         if permit is Permit.DENY:
             return Outcome(Result.DEFERRED, 0.0, CircuitOpen(f"the circuit of task {envelope.task!r} is open"))
-        await self._lifecycle.started(envelope)
+        if self._lifecycle.tracks_started:
+            await self._lifecycle.started(envelope)
         for hook in self._hooks:
             hook.task_started(envelope)
         try:
@@ -412,5 +424,6 @@ class Worker:
                 for task in late:
                     task.cancel()
                 await asyncio.wait(late)
+        await self._lifecycle.settled()  # the statuses of what finished, so their offsets commit
         await self._commit(released, final=True)
         log.info("partitions released", partitions=len(released), dropped=dropped, waited=len(running))

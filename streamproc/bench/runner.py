@@ -25,6 +25,7 @@ from streamproc.app import App
 from streamproc.context import TaskContext
 from streamproc.envelope import Envelope
 from streamproc.execution import Outcome
+from streamproc.gc_tuning import tune_gc
 from streamproc.logs import configure_logging
 from streamproc.metrics import Metrics
 from streamproc.routing import Routed
@@ -150,6 +151,7 @@ async def run_faststream(spec: Spec, meter: Meter, stop: asyncio.Event) -> None:
 async def run_streamproc(spec: Spec, meter: Meter, stop: asyncio.Event) -> None:
     """A Worker of the bench app, as `streamproc worker` runs one (metrics hooks included)."""
     config = WorkerConfig(group=spec.group, concurrency=spec.concurrency, statuses=spec.statuses)
+    tune_gc()  # as `streamproc worker` does
     settings = KafkaSettings(bootstrap_servers=spec.bootstrap_servers)
     worker = Worker(app, settings, spec.topology, config, hooks=[Metrics(app.tasks, spec.group), meter])
     running = asyncio.create_task(worker.run())

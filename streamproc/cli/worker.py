@@ -12,6 +12,7 @@ import typer
 
 from streamproc import offsetmap, termination
 from streamproc.cli.options import BootstrapServers, Group, MetricsPort, TopicsFile
+from streamproc.gc_tuning import tune_gc
 from streamproc.health import observed
 from streamproc.loading import load_app
 from streamproc.logs import configure_logging
@@ -97,6 +98,7 @@ def worker(
     handlers = load_app(app)
     metrics = Metrics(handlers.tasks, group)
     runner = Worker(handlers, KafkaSettings.from_env(bootstrap_servers), load_topology(file), config, hooks=[metrics])
+    tune_gc()  # after the app's import: its modules are frozen, not walked at every collection
     try:
         asyncio.run(_serve(runner, metrics, metrics_port))
     finally:

@@ -30,12 +30,9 @@ class CancelFollower:
         self._settings = settings
         self._topic = topic
         self._on_cancel = on_cancel
-        self._cancelled: set[str] = set()
+        self.cancelled: set[str] = set()  # read directly on every task's path
         self._consumer: AIOKafkaConsumer | None = None
         self._follow: asyncio.Task[None] | None = None
-
-    def __contains__(self, task_id: str) -> bool:
-        return task_id in self._cancelled
 
     async def start(self) -> None:
         """Read the whole control topic, then follow it in the background."""
@@ -52,7 +49,7 @@ class CancelFollower:
         ends = await consumer.end_offsets(assigned)
         while any([await consumer.position(tp) < end for tp, end in ends.items()]):
             self._apply(await consumer.getmany(timeout_ms=500), announce=False)
-        log.info("control topic read", topic=self._topic, cancelled=len(self._cancelled))
+        log.info("control topic read", topic=self._topic, cancelled=len(self.cancelled))
         self._follow = asyncio.create_task(self._follow_loop(consumer))
 
     async def stop(self) -> None:
@@ -75,7 +72,7 @@ class CancelFollower:
         for records in batches.values():
             for record in records:
                 task_id = cancelled_id(getattr(record, "value", None))
-                if task_id is not None and task_id not in self._cancelled:
-                    self._cancelled.add(task_id)
+                if task_id is not None and task_id not in self.cancelled:
+                    self.cancelled.add(task_id)
                     if announce:
                         self._on_cancel(task_id)

@@ -74,9 +74,10 @@ class TaskStatus:
         }
         if self.task is not None:
             value["task"] = self.task
-        for name in _OPTIONAL:
-            if (field := getattr(self, name)) is not None:
-                value[name] = field
+        if self.state is not TaskState.SUCCEEDED or self.result_error is not None:  # a success has none
+            for name in _OPTIONAL:
+                if (field := getattr(self, name)) is not None:
+                    value[name] = field
         if self.state is TaskState.SUCCEEDED and self.result_error is None:
             value["result"] = self.result
             try:

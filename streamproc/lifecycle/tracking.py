@@ -5,14 +5,15 @@
   an idempotency key, or work a crashed worker finished after its last commit: `restore`), within
   the status TTL, or within the task's `cache_ttl` when it has one.
 - After its outcome is routed, `record` writes its status (`succeeded` with the result,
-  `retrying`, `dead`, `cancelled`) and returns once the broker has it, so the worker marks the
-  offset finished only after the status is durable.
+  `retrying`, `dead`, `cancelled`) and calls back once the broker has it (`status_batches`), so
+  the worker marks the offset finished only after the status is durable.
 - A cancel that arrives while the task runs calls `on_cancel`, which the worker turns into a
   cancellation of the running handler.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -20,7 +21,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streamproc.acked import TOO_LARGE, AckedWriter
+from streamproc.acked import AckedWriter
 from streamproc.app import Task
 from streamproc.commits import Inherited
 from streamproc.envelope import ORIGINAL_PARTITION, Envelope, cap_error_message, int_header
@@ -28,6 +29,7 @@ from streamproc.execution import Outcome, Result
 from streamproc.lifecycle import restore
 from streamproc.lifecycle.cancel_follower import CancelFollower
 from streamproc.lifecycle.status import TaskState, TaskStatus, status_partition
+from streamproc.lifecycle.status_batches import StatusBatches
 from streamproc.routing import Disposition, Routed
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
@@ -49,16 +51,19 @@ class TaskLifecycle:
     ) -> None:
         self._settings = settings
         self._tasks = tasks
-        self._writer = writer
         self._statuses = statuses
         self._topic = topology.status_topic
+        self._batches = StatusBatches(writer, self._topic)
+        self._batches.on_error = lambda error: self.on_error(error)
         self._partitions = topology.status.partitions
         self._ttl_ms = topology.status_ttl_ms
         self._restorable = {spec.name for spec in topology.topics() if spec.role in ("intake", "route")}
         self._succeeded: OrderedDict[str, int] = OrderedDict()  # task id → when it succeeded (ms)
         self._cancels = CancelFollower(settings, topology.control_topic, self._cancelled_now)
         self._restorer: AIOKafkaConsumer | None = None
+        self.tracks_started = statuses and any(task.track_started for task in tasks.values())
         self.on_cancel: Callable[[str], None] = lambda task_id: None
+        self.on_error: Callable[[BaseException], None] = lambda error: None  # a status could not be written
 
     async def start(self) -> None:
         """Read the control topic to its end: no task may start before every cancel is known."""
@@ -78,7 +83,7 @@ class TaskLifecycle:
     def verdict(self, envelope: Envelope) -> Result | None:
         """CANCELLED or SKIPPED (see the module docstring) for a task that must not run, else None."""
         task_id = envelope.task_id
-        if task_id in self._cancels:
+        if task_id in self._cancels.cancelled:
             return Result.CANCELLED
         succeeded_at = self._succeeded.get(task_id)
         if succeeded_at is None:
@@ -88,29 +93,44 @@ class TaskLifecycle:
         return Result.SKIPPED if time.time_ns() // 1_000_000 - succeeded_at < ttl_ms else None
 
     async def started(self, envelope: Envelope) -> None:
-        """Write `started`, for tasks with `track_started=True`, before their handler is called."""
+        """Write `started` before the handler of a task with `track_started=True` is called (the worker
+        calls this only when `tracks_started` says some task has it)."""
         task = self._tasks.get(envelope.task or "")
         if self._statuses and task is not None and task.track_started:
-            await self._write(envelope, self._status(envelope, TaskState.STARTED))
+            sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    async def record(self, envelope: Envelope, outcome: Outcome, routed: Routed) -> None:
-        """Write the status of a routed outcome; returns once the broker has it."""
+            def acknowledged() -> None:
+                if not sent.done():  # not cancelled by a revocation meanwhile
+                    sent.set_result(None)
+
+            self._write(envelope, self._status(envelope, TaskState.STARTED), acknowledged)
+            await sent
+
+    def record(self, envelope: Envelope, outcome: Outcome, routed: Routed, on_durable: Callable[[], None]) -> None:
+        """Write the status of a routed outcome; `on_durable` runs once the broker has it (at once
+        when there is none to write)."""
         if not self._statuses or outcome.result is Result.SKIPPED:
+            on_durable()
             return
         disposition = routed.disposition
         if disposition is Disposition.SUCCEEDED:
             task = self._tasks.get(envelope.task or "")
             result = outcome.value if task is None or task.store_result else None
-            status = self._status(envelope, TaskState.SUCCEEDED, result=result)
+            now_ms = time.time_ns() // 1_000_000
+            status = TaskStatus(envelope.task_id, TaskState.SUCCEEDED, envelope.task, envelope.attempt, now_ms, result)
         elif disposition is Disposition.CANCELLED:
             status = self._status(envelope, TaskState.CANCELLED)
         elif disposition is Disposition.DEAD_LETTERED:
             status = self._status(envelope, TaskState.DEAD, outcome=outcome, reason=routed.reason)
         else:  # retried, or deferred by an open circuit
             status = self._status(envelope, TaskState.RETRYING, outcome=outcome, retry_at=routed.retry_at_ms)
-        await self._write(envelope, status)
         if status.state is TaskState.SUCCEEDED:
             self._remember(status.task_id, status.at_ms)
+        self._write(envelope, status, on_durable)
+
+    async def settled(self) -> None:
+        """Return once every status written so far is acknowledged (a release commits after it)."""
+        await self._batches.settled()
 
     async def restore(self, commits: Mapping[TopicPartition, Inherited]) -> None:
         """Remember the ids that succeeded after the last non-final commits of intake partitions."""
@@ -152,16 +172,12 @@ class TaskLifecycle:
             retry_at=retry_at,
         )
 
-    async def _write(self, envelope: Envelope, status: TaskStatus) -> None:
-        """Send the status to its partition (see `lifecycle.status`); a result too large for the
-        topic is replaced by a `result_error` saying so, never a stuck partition."""
-        intake_partition = int_header(envelope.headers, ORIGINAL_PARTITION, envelope.partition)
-        partition = status_partition(intake_partition, self._partitions)
-        key = status.task_id.encode()
-        value = status.to_json()
-        try:
-            await self._writer.send(self._topic, value, key, [], partition=partition)
-        except TOO_LARGE:
-            error = f"the result ({len(value)} bytes as a status record) is too large for {self._topic}"
-            replaced = TaskStatus(status.task_id, status.state, status.task, status.attempt, status.at_ms, None, error)
-            await self._writer.send(self._topic, replaced.to_json(), key, [], partition=partition)
+    def _write(self, envelope: Envelope, status: TaskStatus, on_sent: Callable[[], None]) -> None:
+        """Send the status to the partition of its intake partition (see `lifecycle.status`)."""
+        headers = envelope.headers
+        intake_partition = (  # a retry's is in its headers
+            int_header(headers, ORIGINAL_PARTITION, envelope.partition)
+            if ORIGINAL_PARTITION in headers
+            else envelope.partition
+        )
+        self._batches.add(status_partition(intake_partition, self._partitions), status, on_sent)

@@ -1,0 +1,91 @@
+"""`StatusBatches`: the worker's status records, sent a batch per status partition (SPEC §12).
+
+A task's offset may finish only once its status is acknowledged. Sent one by one through aiokafka's
+`send`, and awaited one by one, a status cost more than a no-op task itself. Here each partition
+has at most one batch in flight: a status added while it flies waits for it and goes in the next
+batch, so an idle worker sends a status at once (the next turn of the loop) and a busy one sends
+large batches (as Nagle's algorithm does). When the broker has acknowledged a batch, each of its
+statuses' `on_sent` runs (the worker marks the offset finished there), so no task waits on a
+future of its own. `settled` waits for everything added so far: a release commits after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import replace
+
+from streamproc.acked import TOO_LARGE, AckedWriter
+from streamproc.lifecycle.status import TaskStatus
+
+# Under the broker's default max.message.bytes (1 MiB and change); a topic set lower is found on the send.
+MAX_STATUS_BYTES = 1_000_000
+
+Sent = Callable[[], None]
+
+
+class StatusBatches:
+    """Statuses gathered per partition of one topic until they are sent together."""
+
+    def __init__(self, writer: AckedWriter, topic: str) -> None:
+        self._writer = writer
+        self._topic = topic
+        # partition → each waiting status: (key, value, status, on_sent)
+        self._open: dict[int, list[tuple[bytes, bytes, TaskStatus, Sent]]] = {}
+        self._sending: set[asyncio.Task[None]] = set()
+        self._busy: set[int] = set()  # partitions with a batch in flight
+        self.on_error: Callable[[BaseException], None] = lambda error: None  # a send or an `on_sent` failed
+
+    def add(self, partition: int, status: TaskStatus, on_sent: Sent) -> None:
+        """Send `status`; `on_sent` runs once the broker has it. A result too large for the topic is
+        replaced by a `result_error` saying so, never a stuck partition."""
+        value = status.to_json()
+        if len(value) > MAX_STATUS_BYTES:
+            value = self._too_large(status, len(value))
+        waiting = self._open.get(partition)
+        if waiting is None:
+            waiting = self._open[partition] = []
+            if partition not in self._busy:  # else it goes when the batch in flight is acknowledged
+                asyncio.get_running_loop().call_soon(self._flush, partition)
+        waiting.append((status.task_id.encode(), value, status, on_sent))
+
+    async def settled(self) -> None:
+        """Return once every status added so far was sent (or its send failed)."""
+        while self._open or self._sending:
+            for partition in [p for p in self._open if p not in self._busy]:
+                self._flush(partition)
+            if self._sending:
+                await asyncio.wait(set(self._sending))
+
+    def _too_large(self, status: TaskStatus, size: int) -> bytes:
+        error = f"the result ({size} bytes as a status record) is too large for {self._topic}"
+        return replace(status, result=None, result_error=error).to_json()
+
+    def _flush(self, partition: int) -> None:
+        records = self._open.pop(partition, None)
+        if records is None:  # sent already
+            return
+        self._busy.add(partition)
+        task = asyncio.create_task(self._send(partition, records))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, partition: int, records: list[tuple[bytes, bytes, TaskStatus, Sent]]) -> None:
+        try:
+            try:
+                await self._writer.send_batch(self._topic, partition, [(key, value) for key, value, _, _ in records])
+            except TOO_LARGE:  # the topic's max.message.bytes is below a status: find it, replace it
+                for key, value, status, _ in records:
+                    try:
+                        await self._writer.send(self._topic, value, key, [], partition=partition)
+                    except TOO_LARGE:
+                        await self._writer.send(
+                            self._topic, self._too_large(status, len(value)), key, [], partition=partition
+                        )
+            for *_, on_sent in records:
+                on_sent()
+        except Exception as error:  # a bug: the worker stops rather than leave the offsets unfinished
+            self.on_error(error)
+        finally:
+            self._busy.discard(partition)
+            self._flush(partition)  # what gathered meanwhile
