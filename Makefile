@@ -26,8 +26,8 @@ demo: install
 	$(BIN)/streamproc demo
 
 lint: install
-	$(BIN)/ruff check streamproc tests handlers benchmarks
-	$(BIN)/ruff format --check streamproc tests handlers benchmarks
+	$(BIN)/ruff check streamproc tests handlers benchmarks examples
+	$(BIN)/ruff format --check streamproc tests handlers benchmarks examples
 	$(BIN)/mypy
 
 unit: install
