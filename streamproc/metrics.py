@@ -84,6 +84,11 @@ class _Histograms:
         return family
 
 
+# Outcomes that are no attempt to count: deferred by an open circuit, skipped as already succeeded,
+# cancelled (before it started, or while it ran: not a failure of the task).
+_NOT_AN_ATTEMPT = frozenset((Result.DEFERRED, Result.SKIPPED, Result.CANCELLED))
+
+
 class Metrics:
     """Task hooks that record the SPEC §7 metrics; `watch` adds the workers' own state."""
 
@@ -127,7 +132,7 @@ class Metrics:
 
     def task_finished(self, envelope: Envelope, outcome: Outcome, routed: Routed) -> None:
         result = outcome.result
-        if result is Result.DEFERRED:  # never ran
+        if result in _NOT_AN_ATTEMPT:
             return
         task = self._task(envelope)
         self._duration.observe((task, result.value), outcome.duration_s)

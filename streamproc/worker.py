@@ -192,7 +192,7 @@ class Worker:
             await self._writer.start()
             await self._lifecycle.start()  # reads every cancel before the first task can start
             await consumer.start()
-            missing = sorted(set(self.topics) - await consumer.topics())
+            missing = sorted({*self.topics, *self._lifecycle.topics} - await consumer.topics())
             if missing:  # the group would never settle on them; one run of `topics apply` fixes it
                 raise StreamprocError(
                     f"declared topics do not exist: {', '.join(missing)}; run `streamproc topics apply`"

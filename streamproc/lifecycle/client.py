@@ -49,6 +49,16 @@ class LifecycleClient:
             return await self._web.status(task_id)
         return await read_status(self._settings, self.topic, task_id, self._candidates(partition))
 
+    async def _lookup(self, task_id: str, partition: int | None) -> tuple[TaskStatus, dict[int, int]]:
+        """The latest status, and where to follow each candidate partition from so that no later
+        status is missed: where the web view had read to, or the ends noted before a bounded read."""
+        candidates = self._candidates(partition)
+        if self._web is not None:
+            found, read_to = await self._web.lookup(task_id)
+            return found, {p: read_to.get(p, 0) for p in candidates}
+        ends = await self.follower.end_offsets(candidates)
+        return await read_status(self._settings, self.topic, task_id, candidates), ends
+
     async def wait(
         self,
         task_id: str,
@@ -57,14 +67,13 @@ class LifecycleClient:
         timeout: float | None = None,  # noqa: ASYNC109 (the `result(timeout=…)` of SPEC §12 ends here)
     ) -> TaskStatus:
         """The terminal status of `task_id`. With `start`, status `partition` is followed from that
-        offset (the task's `pending` record); otherwise the end offsets are noted, the status is looked
-        up, and if it is not terminal yet the partitions are followed from those ends."""
+        offset (the task's `pending` record); otherwise the status is looked up, and if it is not
+        terminal yet the partitions are followed from where the lookup had read to (`_lookup`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if start is not None and partition is not None:
             starts = {partition: start}
         else:
-            starts = await self.follower.end_offsets(self._candidates(partition))
-            found = await self.status(task_id, partition)
+            found, starts = await self._lookup(task_id, partition)
             if found.state.terminal:
                 return found
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -65,6 +65,12 @@ class TaskLifecycle:
         self.on_cancel: Callable[[str], None] = lambda task_id: None
         self.on_error: Callable[[BaseException], None] = lambda error: None  # a status could not be written
 
+    @property
+    def topics(self) -> list[str]:
+        """The topics this needs besides the worker's own: the status topic, when statuses are written
+        (the control topic is checked when it is read)."""
+        return [self._topic] if self._statuses else []
+
     async def start(self) -> None:
         """Read the control topic to its end: no task may start before every cancel is known."""
         await self._cancels.start()

@@ -34,6 +34,10 @@ class TaskStatusBody(BaseModel):
     error: str | None = Field(None, description="the error message (dead, retrying)")
     reason: str | None = Field(None, description="the DLQ reason (dead)")
     retry_at: int | None = Field(None, description="when the next attempt is due, ms since epoch (retrying)")
+    read_to: dict[int, int] = Field(
+        description="each status partition's next offset: this answer has seen every record before it, so a "
+        "client that awaits the task follows the partition from there"
+    )
 
 
 class Health(BaseModel):
@@ -62,10 +66,11 @@ router = APIRouter(prefix="/api", tags=["tasks"])
 async def task_status(task_id: str, status_view: View) -> dict[str, Any]:
     """The latest status of `task_id`; `unknown` (200) when the status topic has no record of it
     within the status TTL."""
+    read_to = status_view.positions()  # before the lookup: it has seen at least this much
     status = status_view.lookup(task_id)
     if status.state is TaskState.UNKNOWN:
-        return {"id": task_id, "state": TaskState.UNKNOWN.value}
-    return status.as_dict()
+        return {"id": task_id, "state": TaskState.UNKNOWN.value, "read_to": read_to}
+    return status.as_dict() | {"read_to": read_to}
 
 
 @router.get("/health", response_model=Health, summary="How far the status view has read", tags=["health"])

@@ -28,6 +28,11 @@ class WebClient:
 
     async def status(self, task_id: str) -> TaskStatus:
         """The status of `task_id` (state `unknown` when the view has none within the TTL)."""
+        return (await self.lookup(task_id))[0]
+
+    async def lookup(self, task_id: str) -> tuple[TaskStatus, dict[int, int]]:
+        """The status of `task_id`, and each status partition's offset before which the view had read
+        everything when it answered (where to follow the partition from)."""
         where = f"streamproc web at {self.base_url}"
         try:
             response = await self._http.get(f"/api/tasks/{quote(task_id, safe='')}")
@@ -40,7 +45,9 @@ class WebClient:
         status = TaskStatus.from_json(response.content)
         if status is None or status.task_id != task_id:
             raise StreamprocError(f"{where} answered something that is not the status of {task_id!r}")
-        return status
+        read_to = response.json().get("read_to")
+        positions = {int(p): o for p, o in read_to.items() if isinstance(o, int)} if isinstance(read_to, dict) else {}
+        return status, positions
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -86,6 +86,11 @@ class StatusView:
         """The status of `task_id` (µs: a primary-key lookup on the store's read connection)."""
         return self.store.get(task_id)
 
+    def positions(self) -> dict[int, int]:
+        """Each partition's next offset the store holds everything before: what a lookup made now
+        has seen, so a client awaiting the status follows the topic from there (no gap)."""
+        return dict(self._written)
+
     @property
     def lag(self) -> int | None:
         """Records on the topic not yet in the store; None until every partition's end is known."""

@@ -202,3 +202,27 @@ async def test_one_idempotency_key_runs_the_handler_once_and_a_cached_payload_is
         again = await producer.submit(lifecycle_app.quote, {"n": 1, "label": "q"})  # the same payload
         assert again.id == cached.id and await again.result(timeout=30) == {"quoted": {"label": "q", "n": 1}}
     assert lifecycle_app.runs["once"] == 1 and lifecycle_app.runs["q"] == 1
+
+
+async def test_with_streamproc_web_a_bare_id_is_looked_up_there_and_awaited_from_where_it_had_read(
+    kafka_settings: KafkaSettings, applied: Topology, tmp_path: Any
+) -> None:
+    from streamproc.bench.web_view import following, serving
+    from streamproc.web.app import create_app
+
+    async with Producer(kafka_settings, applied) as producer, running(worker(kafka_settings, applied)):
+        done = await producer.submit(lifecycle_app.charge, {"label": "done", "cents": 5})
+        await done.result(timeout=30)
+        held = await producer.submit(lifecycle_app.charge, {"label": "held", "gate": "later"})
+        async with (
+            following(kafka_settings, applied, tmp_path / "status.sqlite", catch_up_s=60) as view,
+            serving(create_app(view)) as url,
+            Producer(kafka_settings, applied, web_url=url) as asking,
+        ):
+            # Finished before the call: one HTTP lookup. Not finished yet: followed from the view's position.
+            assert await asking.result(done.id, timeout=30) == {"label": "done", "total_cents": 10}
+            waiting = asyncio.create_task(asking.result(held.id, timeout=30))
+            await until(lambda: lifecycle_app.runs["held"] == 1, what="the held task to start")
+            lifecycle_app.gates["later"].set()
+            assert await waiting == {"label": "held", "total_cents": 200}
+            await until_async(lambda: _state_is(asking, held.id, TaskState.SUCCEEDED), "the view to have the success")
