@@ -270,10 +270,12 @@ class Producer:
     async def status(self, task_id: str) -> TaskStatus:
         """The latest status of any task id within the status TTL (`unknown` if none): through
         `streamproc web` when `web_url` is set, else a bounded read of the status topic."""
+        await self._ready(self.lifecycle.topic)
         return await self.lifecycle.status(task_id)
 
     async def wait(self, task_id: str, timeout: float | None = None) -> TaskStatus:  # noqa: ASYNC109 (SPEC §12)
         """The terminal status of any task id, waiting for it when it has not finished yet."""
+        await self._ready(self.lifecycle.topic)
         return await self.lifecycle.wait(task_id, timeout=timeout)
 
     async def result(self, task_id: str, timeout: float | None = None) -> Any:  # noqa: ASYNC109 (SPEC §12)

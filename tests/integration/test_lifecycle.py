@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aiokafka import AIOKafkaConsumer
 
 from streamproc import Producer, TaskCancelled, TaskFailed, TaskState, admin, provisioning
@@ -78,14 +81,17 @@ async def test_a_result_round_trips_as_the_handlers_model_and_a_dead_task_raises
     assert refused.returncode == 1 and "permanent_error" in refused.stderr
     status = run_cli("status", dead.id, "--json", *topics, **env)
     assert json.loads(status.stdout)["state"] == "dead"
+    too_late = run_cli("cancel", ok.id, *topics, **env)
+    assert too_late.returncode == 1
+    assert too_late.stderr.strip() == f"error: task {ok.id} has already finished (succeeded): nothing to cancel"
+    nowhere = run_cli(
+        "status", ok.id, "--file", str(_topics_file(applied.model_copy(update={"prefix": "none"}))), **env
+    )
+    assert nowhere.returncode == 1 and "topic 'none.status' does not exist" in nowhere.stderr
 
 
-def _topics_file(topology: Topology) -> Any:
-    import tempfile
-    from pathlib import Path
-
-    import yaml
-
+def _topics_file(topology: Topology) -> Path:
+    """The topology as a topics file, for the command line."""
     path = Path(tempfile.mkdtemp()) / "topics.yaml"
     path.write_text(yaml.safe_dump(topology.model_dump()))
     return path
@@ -205,7 +211,7 @@ async def test_one_idempotency_key_runs_the_handler_once_and_a_cached_payload_is
 
 
 async def test_with_streamproc_web_a_bare_id_is_looked_up_there_and_awaited_from_where_it_had_read(
-    kafka_settings: KafkaSettings, applied: Topology, tmp_path: Any
+    kafka_settings: KafkaSettings, applied: Topology, tmp_path: Path
 ) -> None:
     from streamproc.bench.web_view import following, serving
     from streamproc.web.app import create_app
