@@ -18,13 +18,14 @@ import uuid
 from streamproc import App, Producer, provisioning
 from streamproc.envelope import Envelope
 from streamproc.execution import Outcome
+from streamproc.hooks import TaskHooks
 from streamproc.localbroker import LocalBroker
 from streamproc.logs import configure_logging
 from streamproc.metrics import Metrics
 from streamproc.routing import Routed
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
-from streamproc.worker import TaskHooks, Worker
+from streamproc.worker import Worker
 from streamproc.worker_config import WorkerConfig
 
 app = App()

@@ -38,7 +38,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterable, Sequence
-from typing import Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -51,6 +50,7 @@ from streamproc.buffers import Buffers
 from streamproc.envelope import Envelope
 from streamproc.errors import StreamprocError
 from streamproc.execution import Executor, Outcome, Result
+from streamproc.hooks import TaskHooks
 from streamproc.lag import owned_lag
 from streamproc.lenient_decoding import install as install_lenient_decoding
 from streamproc.lifecycle.cancelling import RunningHandlers
@@ -65,16 +65,6 @@ from streamproc.worker_config import WorkerConfig
 
 log = structlog.get_logger("streamproc.worker")
 METADATA_MAX_AGE_MS = 15_000
-
-
-class TaskHooks(Protocol):
-    """Observers of the task path (the demo's statistics, metrics); called on the event loop."""
-
-    def task_started(self, envelope: Envelope) -> None:
-        """The handler is about to be called."""
-
-    def task_finished(self, envelope: Envelope, outcome: Outcome, routed: Routed) -> None:
-        """The attempt's outcome is durable (a deferred task never started)."""
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
