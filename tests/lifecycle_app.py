@@ -48,3 +48,12 @@ async def charge(payload: Order, ctx: TaskContext) -> Receipt:
 async def quote(payload: dict[str, object]) -> dict[str, object]:
     runs[str(payload.get("label"))] += 1
     return {"quoted": payload}
+
+
+@app.task("tracked", track_started=True, store_result=False)
+async def tracked(payload: Order) -> Receipt:
+    """Writes `started` before it runs; its result is not stored."""
+    runs[payload.label] += 1
+    if payload.gate is not None:
+        await gates.setdefault(payload.gate, asyncio.Event()).wait()
+    return Receipt(label=payload.label, total_cents=payload.cents)

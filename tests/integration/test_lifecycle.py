@@ -232,3 +232,15 @@ async def test_with_streamproc_web_a_bare_id_is_looked_up_there_and_awaited_from
             lifecycle_app.gates["later"].set()
             assert await waiting == {"label": "held", "total_cents": 200}
             await until_async(lambda: _state_is(asking, held.id, TaskState.SUCCEEDED), "the view to have the success")
+
+
+async def test_track_started_shows_a_running_task_and_store_result_false_keeps_no_result(
+    kafka_settings: KafkaSettings, applied: Topology
+) -> None:
+    async with Producer(kafka_settings, applied) as producer, running(worker(kafka_settings, applied)):
+        handle = await producer.submit(lifecycle_app.tracked, {"label": "tracked", "gate": "go"})
+        await until_async(lambda: _state_is(producer, handle.id, TaskState.STARTED), "the started status")
+        lifecycle_app.gates.setdefault("go", asyncio.Event()).set()  # `started` is written before the handler runs
+        assert await handle.result(timeout=30) is None
+        finished = await producer.status(handle.id)
+    assert finished.state is TaskState.SUCCEEDED and finished.result is None and finished.attempt == 1
