@@ -68,7 +68,9 @@ class AckedWriter:
             **self._settings.client_kwargs(),
             acks="all",
             enable_idempotence=True,
-            linger_ms=5,
+            # No linger: statuses come in batches already (`status_batches`), which aiokafka would
+            # otherwise hold back 5 ms each; retry and DLQ records are few.
+            linger_ms=0,
             max_request_size=_MAX_RECORD_BYTES,
             max_batch_size=_BATCH_BYTES,
         )

@@ -121,6 +121,9 @@ class Worker:
         self._releasing = asyncio.Lock()
         self._joined = asyncio.Event()
         self._in_flight = 0
+        # Tasks whose handler returned and whose status is on its way: they count against the
+        # concurrency too, so what a SIGKILL can lose (and a successor re-runs) stays within it.
+        self._settling = 0
         self._error: Exception | None = None  # a bug that stopped the worker
         self._consumer: AIOKafkaConsumer | None = None
 
@@ -180,13 +183,13 @@ class Worker:
         )
         try:
             await self._writer.start()
-            await self._lifecycle.start()  # reads every cancel before the first task can start
             await consumer.start()
             missing = sorted({*self.topics, *self._lifecycle.topics} - await consumer.topics())
             if missing:  # the group would never settle on them; one run of `topics apply` fixes it
                 raise StreamprocError(
                     f"declared topics do not exist: {', '.join(missing)}; run `streamproc topics apply`"
                 )
+            await self._lifecycle.start()  # reads every cancel before the first task can start
             consumer.subscribe(self.topics, listener=_Listener(self))
             self._consumer = consumer
             await self._consume()
@@ -277,11 +280,11 @@ class Worker:
             now = time.monotonic()
             self._buffers.release_due(now)
             parked = self._buffers.parked
-            while self._in_flight < concurrency:
+            while self._in_flight + self._settling < concurrency:
                 if parked and (cleared := parked.pop_due(now, limit=1)):
                     self._start(cleared[0])
                     continue
-                popped = self._scheduler.pop(max_rank=None if self._in_flight < shared else 0)
+                popped = self._scheduler.pop(max_rank=None if self._in_flight + self._settling < shared else 0)
                 if popped is None:
                     break
                 limiter = self._limiters.get(popped.item.task or "") if self._limiters else None
@@ -320,6 +323,7 @@ class Worker:
                 self._wake.set()
             routed = await self._router.route(envelope, outcome)
             # Its status goes in a batch of statuses; the offset finishes once the broker has it.
+            self._settling += 1
             self._lifecycle.record(envelope, outcome, routed, lambda: self._finished(job, offsets, outcome, routed))
         except Exception as exc:
             log.exception("worker error; stopping", task=envelope.task, position=envelope.position)
@@ -327,6 +331,8 @@ class Worker:
 
     def _finished(self, job: Job[Envelope], offsets: PartitionOffsets, outcome: Outcome, routed: Routed) -> None:
         """The task's outcome and status are durable: its offset is finished."""
+        self._settling -= 1
+        self._wake.set()
         offsets.finished(job.item.offset)
         self._note_room(TopicPartition(*job.partition))  # it may have been held at `max_uncommitted`
         for hook in self._hooks:

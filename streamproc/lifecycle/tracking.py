@@ -59,6 +59,7 @@ class TaskLifecycle:
         self._ttl_ms = topology.status_ttl_ms
         self._restorable = {spec.name for spec in topology.topics() if spec.role in ("intake", "route")}
         self._succeeded: OrderedDict[str, int] = OrderedDict()  # task id → when it succeeded (ms)
+        self._control_topic = topology.control_topic
         self._cancels = CancelFollower(settings, topology.control_topic, self._cancelled_now)
         self._restorer: AIOKafkaConsumer | None = None
         self.tracks_started = statuses and any(task.track_started for task in tasks.values())
@@ -67,9 +68,9 @@ class TaskLifecycle:
 
     @property
     def topics(self) -> list[str]:
-        """The topics this needs besides the worker's own: the status topic, when statuses are written
-        (the control topic is checked when it is read)."""
-        return [self._topic] if self._statuses else []
+        """The topics this needs besides the worker's own: the control topic, and the status topic
+        when statuses are written."""
+        return [self._control_topic, self._topic] if self._statuses else [self._control_topic]
 
     async def start(self) -> None:
         """Read the control topic to its end: no task may start before every cancel is known."""
