@@ -124,6 +124,7 @@ class Worker:
         # Tasks whose handler returned and whose status is on its way: they count against the
         # concurrency too, so what a SIGKILL can lose (and a successor re-runs) stays within it.
         self._settling = 0
+        self._shared_slots = config.concurrency - config.top_priority_slots  # slots any priority may take
         self._error: Exception | None = None  # a bug that stopped the worker
         self._consumer: AIOKafkaConsumer | None = None
 
@@ -274,8 +275,7 @@ class Worker:
         return 500 if due is None else min(500, max(1, int((due - time.monotonic()) * 1000) + 1))
 
     async def _dispatch_loop(self) -> None:
-        concurrency = self.config.concurrency
-        shared = concurrency - self.config.top_priority_slots  # slots any priority may take
+        concurrency, shared = self.config.concurrency, self._shared_slots
         while True:
             now = time.monotonic()
             self._buffers.release_due(now)
@@ -332,7 +332,8 @@ class Worker:
     def _finished(self, job: Job[Envelope], offsets: PartitionOffsets, outcome: Outcome, routed: Routed) -> None:
         """The task's outcome and status are durable: its offset is finished."""
         self._settling -= 1
-        self._wake.set()
+        if self._in_flight + self._settling + 1 >= self._shared_slots:  # the dispatcher may wait for this slot
+            self._wake.set()
         offsets.finished(job.item.offset)
         self._note_room(TopicPartition(*job.partition))  # it may have been held at `max_uncommitted`
         for hook in self._hooks:
