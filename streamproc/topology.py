@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 from streamproc.errors import StreamprocError
@@ -54,6 +63,14 @@ def _configs_as_strings(value: object) -> object:
 Configs = Annotated[dict[str, str], BeforeValidator(_configs_as_strings)]
 
 
+def _a_duration(text: str) -> str:
+    parse_duration_ms(text)  # raises ValueError, which pydantic reports with the field
+    return text
+
+
+Duration = Annotated[str, AfterValidator(_a_duration)]
+
+
 class TopicGroup(_Strict):
     """Partitions, replication factor and configs shared by a family of topics."""
 
@@ -87,13 +104,7 @@ class StatusTopic(TopicGroup):
     numbers (`lifecycle.status.status_partition`), so give it as many as the intake topics."""
 
     partitions: Annotated[int, Field(ge=1)] = 12
-    ttl: str = "24h"
-
-    @field_validator("ttl")
-    @classmethod
-    def _valid_ttl(cls, ttl: str) -> str:
-        parse_duration_ms(ttl)
-        return ttl
+    ttl: Duration = "24h"
 
 
 class ControlTopic(TopicGroup):
@@ -101,13 +112,7 @@ class ControlTopic(TopicGroup):
     (a cancel holds for that long); every worker reads all of its partitions."""
 
     partitions: Annotated[int, Field(ge=1)] = 1
-    retention: str = "7d"
-
-    @field_validator("retention")
-    @classmethod
-    def _valid_retention(cls, retention: str) -> str:
-        parse_duration_ms(retention)
-        return retention
+    retention: Duration = "7d"
 
 
 class Route(_Strict):
