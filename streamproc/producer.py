@@ -294,10 +294,12 @@ class Producer:
         # Its status partition follows its intake partition, which an id alone does not tell: all of
         # them get the record, so a reader of any one sees it (the worker writes it again when it skips).
         cancelled = TaskStatus(task_id, TaskState.CANCELLED, before.task, before.attempt, time.time_ns() // 1_000_000)
-        for partition in range(self.lifecycle.partitions):
-            await (
-                await kafka.send(self.lifecycle.topic, cancelled.to_json(), key=task_id.encode(), partition=partition)
-            )
+        value, key = cancelled.to_json(), task_id.encode()
+        sends = [
+            await kafka.send(self.lifecycle.topic, value, key=key, partition=p)
+            for p in range(self.lifecycle.partitions)
+        ]
+        await asyncio.gather(*sends)
         return before
 
     async def send_record(
