@@ -2,7 +2,9 @@
 
 - `status`: the states and the status record (`<prefix>.status`), one definition for writers and readers;
 - `control`: cancel records (`<prefix>.control`); `cancel_follower`: the cancels a worker follows;
-- `tracking`: the worker's side: statuses written, tasks skipped; `cancelling`: running handlers cancelled;
+- `tracking`: the worker's side: statuses written, tasks skipped; `status_batches`: how statuses are
+  sent (a batch per partition, offsets finished on the acknowledgement); `cancelling`: running
+  handlers cancelled;
 - `follower`: one reader per process that resolves awaited task ids, with no polling;
 - `lookup`: the bounded read of a status without `streamproc web`; `client`: what a producer asks;
 - `handle`: `TaskHandle`, what `submit` returns;
