@@ -11,10 +11,10 @@ One aiokafka consumer per process feeds three cooperating coroutines:
   job whenever a concurrency slot is free; a rate-limited job whose start lies ahead is parked
   until then, holding no slot;
 - `_run` skips a cancelled or already succeeded task (`lifecycle`), asks the task's circuit
-  breaker, executes the job (or defers it when the circuit is open), gives its slot and key lane
-  back, routes its outcome (a retry tier or the DLQ, acknowledged by the broker; a write retried
-  while a topic is missing holds no slot) and writes its status; once the broker has that, its
-  offset is finished (`_finished`);
+  breaker, executes the job (or defers it when the circuit is open), gives its key lane back,
+  routes its outcome (a retry tier or the DLQ, acknowledged by the broker; a write retried while a
+  topic is missing holds no slot) and writes its status, which holds a slot until the broker has
+  it: then its offset is finished (`_finished`);
 - `_commit_loop` commits, at most every `commit_interval`, each partition's lowest unfinished
   offset with the finished offsets above it (`commits`); a newly assigned partition skips what
   its previous owner finished (SPEC §5).
@@ -317,7 +317,8 @@ class Worker:
                 outcome = Outcome(verdict, 0.0) if verdict is not None else await self._attempt(envelope)
             finally:
                 # The slot and the key lane are free once the handler returned: routing may wait
-                # for the broker (a missing topic, an outage) without stopping other tasks.
+                # for the broker (a missing topic, an outage) without stopping other tasks. The slot
+                # is taken again (`_settling`) while the status is on its way.
                 self._in_flight -= 1
                 self._scheduler.done(job)
                 self._wake.set()
