@@ -37,7 +37,7 @@ from streamproc.lifecycle.client import LifecycleClient, result_of
 from streamproc.lifecycle.control import cancel_value
 from streamproc.lifecycle.handle import TaskHandle
 from streamproc.lifecycle.identity import idempotent_task_id, payload_key
-from streamproc.lifecycle.status import TaskState, TaskStatus
+from streamproc.lifecycle.status import TaskState, TaskStatus, status_partition
 from streamproc.settings import KafkaSettings, Settings
 from streamproc.topology import Topology, load_topology
 
@@ -216,40 +216,32 @@ class Producer:
         statuses: list[asyncio.Future[Any] | None] = []
         deliveries = []
         for record, partition in records:
+            pending = None
             if self._statuses:
-                pending = TaskStatus(record.task_id, TaskState.PENDING, record.task, 1, time.time_ns() // 1_000_000)
-                status_partition = partition % self.lifecycle.partitions
-                statuses.append(
-                    await kafka.send(
-                        status_topic, pending.to_json(), key=record.task_id.encode(), partition=status_partition
-                    )
+                status = TaskStatus(record.task_id, TaskState.PENDING, record.task, 1, time.time_ns() // 1_000_000)
+                pending = await kafka.send(
+                    status_topic,
+                    status.to_json(),
+                    key=record.task_id.encode(),
+                    partition=status_partition(partition, self.lifecycle.partitions),
                 )
-            else:
-                statuses.append(None)
+            statuses.append(pending)
             deliveries.append(
                 await kafka.send(topic, record.value, key=record.key, headers=record.headers, partition=partition)
             )
         sent = await asyncio.gather(*deliveries)
-        acked = await asyncio.gather(*(s for s in statuses if s is not None))
-        offsets = iter(meta.offset for meta in acked)
+        # Sent together with the tasks: acknowledged by now or soon, so awaiting each in turn costs nothing.
+        pending_offsets = [None if pending is None else (await pending).offset for pending in statuses]
         return [
-            TaskHandle(
-                record.task_id,
-                topic,
-                partition,
-                meta.offset,
-                self.lifecycle,
-                next(offsets) if status is not None else None,
-                record.returns,
-            )
-            for (record, partition), meta, status in zip(records, sent, statuses, strict=True)
+            TaskHandle(record.task_id, topic, partition, meta.offset, self.lifecycle, pending_offset, record.returns)
+            for (record, partition), meta, pending_offset in zip(records, sent, pending_offsets, strict=True)
         ]
 
     async def _earlier(self, record: _Record, topic: str, partition: int) -> TaskHandle | None:
         """The handle of the task already submitted under `record`'s id, if it still counts: any
         state for an idempotency key; for a cached task, a success within its `cache_ttl` or one not
         finished yet (a failure is never cached)."""
-        found = await self.lifecycle.status(record.task_id, partition % self.lifecycle.partitions)
+        found = await self.lifecycle.status(record.task_id, status_partition(partition, self.lifecycle.partitions))
         if found.state is TaskState.UNKNOWN:
             return None
         if record.cache_ttl is not None:

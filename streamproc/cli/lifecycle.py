@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -21,6 +23,7 @@ from streamproc.producer import Producer
 
 console = Console(highlight=False, soft_wrap=True)
 
+Question = Callable[[Producer], Awaitable[TaskStatus]]
 TaskId = Annotated[str, typer.Argument(metavar="ID", help="The task id (what submit printed).")]
 Timeout = Annotated[
     float | None, typer.Option("--timeout", min=0, help="Give up after this many seconds (default: wait on).")
@@ -42,9 +45,17 @@ def _describe(status: TaskStatus) -> str:
     return ", ".join(parts)
 
 
-async def _with_producer(bootstrap_servers: str | None, file: Any, call: Any) -> Any:
-    async with Producer.from_env(bootstrap_servers, file) as producer:
-        return await call(producer)
+def _ask(file: Path | None, bootstrap_servers: str | None, question: Question) -> TaskStatus:
+    """The answer to `question`, asked of a producer from the environment; a timeout is one line."""
+
+    async def ask() -> TaskStatus:
+        async with Producer.from_env(bootstrap_servers, file) as producer:
+            return await question(producer)
+
+    try:
+        return asyncio.run(ask())
+    except TimeoutError as exc:  # `Producer.wait` says which task and how long
+        raise StreamprocError(str(exc)) from None
 
 
 def status(
@@ -57,10 +68,7 @@ def status(
 ) -> None:
     """Print a task's status: pending, started, retrying, succeeded, dead, cancelled or unknown."""
 
-    async def look(producer: Producer) -> TaskStatus:
-        return await (producer.wait(task_id, timeout) if wait else producer.status(task_id))
-
-    found = _run(_with_producer(bootstrap_servers, file, look), task_id, timeout)
+    found = _ask(file, bootstrap_servers, lambda p: p.wait(task_id, timeout) if wait else p.status(task_id))
     console.print(json.dumps(found.as_dict()) if as_json else _describe(found))
 
 
@@ -72,10 +80,7 @@ def result(
 ) -> None:
     """Wait for a task's result and print it as JSON (exit 1 if it is dead or was cancelled)."""
 
-    async def get(producer: Producer) -> TaskStatus:
-        return await producer.wait(task_id, timeout)
-
-    found = _run(_with_producer(bootstrap_servers, file, get), task_id, timeout)
+    found = _ask(file, bootstrap_servers, lambda p: p.wait(task_id, timeout))
     try:
         value = result_of(found)
     except (TaskFailed, TaskCancelled) as exc:
@@ -86,18 +91,7 @@ def result(
 def cancel(task_id: TaskId, file: TopicsFile = None, bootstrap_servers: BootstrapServers = None) -> None:
     """Cancel a task: it never starts on any worker; a running async handler is cancelled."""
 
-    async def do(producer: Producer) -> TaskStatus:
-        return await producer.cancel(task_id)
-
-    before = _run(_with_producer(bootstrap_servers, file, do), task_id, None)
+    before = _ask(file, bootstrap_servers, lambda p: p.cancel(task_id))
     if before.state.terminal:
         raise StreamprocError(f"task {task_id} has already finished ({before.state}): nothing to cancel")
     console.print(f"cancelled task {task_id} (it was {before.state})")
-
-
-def _run(call: Any, task_id: str, timeout: float | None) -> TaskStatus:
-    try:
-        found: TaskStatus = asyncio.run(call)
-    except TimeoutError:
-        raise StreamprocError(f"task {task_id} did not finish within {timeout:g}s") from None
-    return found

@@ -9,5 +9,6 @@
 - `lookup`: the bounded read of a status without `streamproc web`; `client`: what a producer asks;
 - `handle`: `TaskHandle`, what `submit` returns;
 - `identity`: task ids from idempotency keys and payload hashes;
-- `restore`: the ids a crashed worker finished after its last commit, so they are not run again.
+- `restore`: the ids a crashed worker finished after its last commit, so they are not run again;
+- `reading`: the bounded read those readers share.
 """

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -18,6 +20,7 @@ from aiokafka.errors import KafkaError
 
 from streamproc.errors import StreamprocError
 from streamproc.lifecycle.control import cancelled_id
+from streamproc.lifecycle.reading import records_until
 from streamproc.settings import KafkaSettings
 
 log = structlog.get_logger("streamproc.worker")
@@ -47,8 +50,7 @@ class CancelFollower:
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)
         ends = await consumer.end_offsets(assigned)
-        while any([await consumer.position(tp) < end for tp, end in ends.items()]):
-            self._apply(await consumer.getmany(timeout_ms=500), announce=False)
+        self._apply([record async for record in records_until(consumer, ends)], announce=False)
         log.info("control topic read", topic=self._topic, cancelled=len(self.cancelled))
         self._follow = asyncio.create_task(self._follow_loop(consumer))
 
@@ -63,16 +65,16 @@ class CancelFollower:
     async def _follow_loop(self, consumer: AIOKafkaConsumer) -> None:
         while True:
             try:
-                self._apply(await consumer.getmany(timeout_ms=1000), announce=True)
+                batches = await consumer.getmany(timeout_ms=1000)
+                self._apply(itertools.chain.from_iterable(batches.values()), announce=True)
             except KafkaError as exc:  # aiokafka reconnects by itself; the next fetch goes on
                 log.warning("reading the control topic failed", error=str(exc) or type(exc).__name__)
                 await asyncio.sleep(1.0)
 
-    def _apply(self, batches: dict[TopicPartition, list[object]], announce: bool) -> None:
-        for records in batches.values():
-            for record in records:
-                task_id = cancelled_id(getattr(record, "value", None))
-                if task_id is not None and task_id not in self.cancelled:
-                    self.cancelled.add(task_id)
-                    if announce:
-                        self._on_cancel(task_id)
+    def _apply(self, records: Iterable[Any], announce: bool) -> None:
+        for record in records:
+            task_id = cancelled_id(record.value)
+            if task_id is not None and task_id not in self.cancelled:
+                self.cancelled.add(task_id)
+                if announce:
+                    self._on_cancel(task_id)

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from streamproc.lifecycle.client import LifecycleClient, result_of
-from streamproc.lifecycle.status import TaskStatus
+from streamproc.lifecycle.status import TaskStatus, status_partition
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class TaskHandle:
 
     @property
     def status_partition(self) -> int:
-        return self.partition % self._client.partitions
+        return status_partition(self.partition, self._client.partitions)
 
     async def status(self) -> TaskStatus:
         """The task's latest status (a lookup: see `Producer.status`)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streamproc.lifecycle.reading import records_until
 from streamproc.lifecycle.status import TaskStatus, newer
 from streamproc.settings import KafkaSettings
 
@@ -23,16 +24,12 @@ async def read_status(settings: KafkaSettings, topic: str, task_id: str, partiti
         assigned = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(assigned)
         ends = await consumer.end_offsets(assigned)
-        todo = [tp for tp in assigned if ends[tp] > 0]
-        await consumer.seek_to_beginning(*todo)
+        await consumer.seek_to_beginning(*assigned)
         found: TaskStatus | None = None
         wanted = task_id.encode()
-        while todo:
-            for records in (await consumer.getmany(*todo, timeout_ms=500, max_records=10_000)).values():
-                for record in records:
-                    if record.key == wanted and (status := TaskStatus.from_json(record.value)) is not None:
-                        found = newer(found, status)
-            todo = [tp for tp in todo if await consumer.position(tp) < ends[tp]]
+        async for record in records_until(consumer, ends, max_records=10_000):
+            if record.key == wanted and (status := TaskStatus.from_json(record.value)) is not None:
+                found = newer(found, status)
         return found or TaskStatus.unknown(task_id)
     finally:
         await consumer.stop()

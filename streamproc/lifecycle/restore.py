@@ -23,6 +23,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from streamproc.lifecycle.reading import records_until
 from streamproc.lifecycle.status import TaskState, TaskStatus
 
 log = structlog.get_logger("streamproc.worker")
@@ -42,18 +43,15 @@ async def succeeded_since(consumer: AIOKafkaConsumer, topic: str, since_ms: Mapp
             consumer.assign(list(partitions))
             starts = await consumer.offsets_for_times(partitions)
             ends = await consumer.end_offsets(list(partitions))
-            todo = {}
+            stops = {}
             for tp, start in starts.items():
-                if start is not None and start.offset < ends[tp]:
+                if start is not None:
                     consumer.seek(tp, start.offset)
-                    todo[tp] = ends[tp]
-            while todo:
-                for records in (await consumer.getmany(*todo, timeout_ms=500)).values():
-                    for record in records:
-                        status = TaskStatus.from_json(record.value)
-                        if status is not None and status.state is TaskState.SUCCEEDED:
-                            found[status.task_id] = status
-                todo = {tp: end for tp, end in todo.items() if await consumer.position(tp) < end}
+                    stops[tp] = ends[tp]
+            async for record in records_until(consumer, stops):
+                status = TaskStatus.from_json(record.value)
+                if status is not None and status.state is TaskState.SUCCEEDED:
+                    found[status.task_id] = status
     except (KafkaError, TimeoutError) as exc:
         log.warning(
             "could not read all statuses finished after the last commits; those tasks may run again",

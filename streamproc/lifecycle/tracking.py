@@ -125,14 +125,13 @@ class TaskLifecycle:
             result = outcome.value if task is None or task.store_result else None
             now_ms = time.time_ns() // 1_000_000
             status = TaskStatus(envelope.task_id, TaskState.SUCCEEDED, envelope.task, envelope.attempt, now_ms, result)
+            self._remember(status.task_id, now_ms)
         elif disposition is Disposition.CANCELLED:
             status = self._status(envelope, TaskState.CANCELLED)
         elif disposition is Disposition.DEAD_LETTERED:
             status = self._status(envelope, TaskState.DEAD, outcome=outcome, reason=routed.reason)
         else:  # retried, or deferred by an open circuit
             status = self._status(envelope, TaskState.RETRYING, outcome=outcome, retry_at=routed.retry_at_ms)
-        if status.state is TaskState.SUCCEEDED:
-            self._remember(status.task_id, status.at_ms)
         self._write(envelope, status, on_durable)
 
     async def settled(self) -> None:
@@ -160,7 +159,6 @@ class TaskLifecycle:
         envelope: Envelope,
         state: TaskState,
         *,
-        result: Any = None,
         outcome: Outcome | None = None,
         reason: str | None = None,
         retry_at: int | None = None,
@@ -172,7 +170,6 @@ class TaskLifecycle:
             task=envelope.task,
             attempt=envelope.attempt,
             at_ms=time.time_ns() // 1_000_000,
-            result=result,
             error_type=outcome.error_type if outcome is not None else None,
             error=cap_error_message(str(error)) if error is not None else None,
             reason=reason,
@@ -181,10 +178,5 @@ class TaskLifecycle:
 
     def _write(self, envelope: Envelope, status: TaskStatus, on_sent: Callable[[], None]) -> None:
         """Send the status to the partition of its intake partition (see `lifecycle.status`)."""
-        headers = envelope.headers
-        intake_partition = (  # a retry's is in its headers
-            int_header(headers, ORIGINAL_PARTITION, envelope.partition)
-            if ORIGINAL_PARTITION in headers
-            else envelope.partition
-        )
+        intake_partition = int_header(envelope.headers, ORIGINAL_PARTITION, envelope.partition)  # a retry's
         self._batches.add(status_partition(intake_partition, self._partitions), status, on_sent)
