@@ -72,6 +72,17 @@ class _Histograms:
         """Observations per label values."""
         return {labels: sum(series[:-1]) for labels, series in list(self.series.items())}
 
+    def summed(self, labels: Sequence[str]) -> _Histograms:
+        """The histograms per values of `labels` only (some of this one's), summed over the others."""
+        rolled = _Histograms(self.name, self.doc, labels, self.bounds)
+        kept = [self.labels.index(label) for label in labels]
+        for values, series in list(self.series.items()):
+            key = tuple(values[i] for i in kept)
+            into = rolled.series.setdefault(key, [0] * (len(self.bounds) + 1) + [0.0])
+            for i, count in enumerate(series):
+                into[i] += count
+        return rolled
+
     def family(self) -> Metric:
         family = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
         for labels, series in list(self.series.items()):
@@ -102,10 +113,11 @@ class Metrics:
         self._duration = _Histograms(
             "streamproc_task_duration_seconds", "Attempt run time.", ["task", "outcome"], DURATION_BUCKETS
         )
+        # Kept per topic too for the live monitor's reports (`waits_by_topic`); exported without it.
         self._wait = _Histograms(
             "streamproc_task_wait_seconds",
             "Time from enqueued (a retry: from due) to started.",
-            ["task", "priority"],
+            ["task", "priority", "topic"],
             WAIT_BUCKETS,
         )
         self._lag = Gauge(
@@ -128,7 +140,8 @@ class Metrics:
         since_ms = envelope.enqueued_at_ms
         if RETRY_AT in envelope.headers:  # a retry waits from when it was due
             since_ms = envelope.retry_at_ms or since_ms
-        self._wait.observe((self._task(envelope), envelope.priority), max(0.0, time.time() - since_ms / 1000))
+        wait_s = max(0.0, time.time() - since_ms / 1000)
+        self._wait.observe((self._task(envelope), envelope.priority, envelope.topic), wait_s)
 
     def task_finished(self, envelope: Envelope, outcome: Outcome, routed: Routed) -> None:
         result = outcome.result
@@ -150,10 +163,25 @@ class Metrics:
         """Export the state of `workers` too: tasks in flight, open circuits."""
         self._workers = workers
 
+    def waits_by_topic(self) -> dict[str, list[int]]:
+        """Tasks started so far per topic they came from, per wait bucket (`WAIT_BUCKETS`, then +Inf)."""
+        return {
+            topic: [int(n) for n in series[:-1]] for (topic,), series in self._wait.summed(["topic"]).series.items()
+        }
+
+    def attempts(self) -> tuple[int, int]:
+        """Attempts finished so far, and how many of them failed (retried or dead)."""
+        finished = failed = 0
+        for (_task, outcome), count in self._duration.counts().items():
+            finished += int(count)
+            failed += int(count) if outcome != Result.SUCCEEDED.value else 0
+        return finished, failed
+
     def families(self) -> Iterator[Metric]:
         """Every metric but the lag, as it is now."""
+        wait = self._wait.summed(["task", "priority"])
         started = CounterMetricFamily("streamproc_tasks_started", "Attempts started.", labels=["task", "priority"])
-        for labels, count in self._wait.counts().items():
+        for labels, count in wait.counts().items():
             started.add_metric(labels, count)
         succeeded = CounterMetricFamily("streamproc_tasks_succeeded", "Attempts succeeded.", labels=["task"])
         for (task, outcome), count in self._duration.counts().items():
@@ -164,7 +192,7 @@ class Metrics:
         for metric in (self._failed, self._retried, self._dead_lettered):
             yield metric.family()
         yield self._duration.family()
-        yield self._wait.family()
+        yield wait.family()
         workers = self._workers
         yield GaugeMetricFamily(
             "streamproc_tasks_in_flight", "Tasks running now.", value=sum(w.in_flight for w in workers)

@@ -38,7 +38,8 @@ TOPIC_NAME = r"^[A-Za-z0-9._-]{1,249}$"
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
-Role = Literal["intake", "route", "tier", "dlq", "status", "control"]
+Role = Literal["intake", "route", "tier", "dlq", "status", "control", "monitor"]
+CONSUMED_ROLES: frozenset[Role] = frozenset(("intake", "route", "tier"))  # what the workers' group reads
 
 
 def parse_duration_ms(text: str) -> int:
@@ -115,6 +116,14 @@ class ControlTopic(TopicGroup):
     retention: Duration = "7d"
 
 
+class MonitorTopic(TopicGroup):
+    """`<prefix>.monitor` (SPEC §14): each worker process's report, every second, for `streamproc web`
+    and `streamproc top`; kept `retention` (a report is stale seconds after it is written)."""
+
+    partitions: Annotated[int, Field(ge=1)] = 1
+    retention: Duration = "1h"
+
+
 class Route(_Strict):
     """An event topic of another application, processed as tasks of one name and priority.
 
@@ -159,6 +168,7 @@ class Topology(_Strict):
     routes: list[Route] = []
     status: StatusTopic = StatusTopic()
     control: ControlTopic = ControlTopic()
+    monitor: MonitorTopic = MonitorTopic()
 
     @model_validator(mode="after")
     def _consistent(self) -> Topology:
@@ -198,11 +208,16 @@ class Topology(_Strict):
         return f"{self.prefix}.control"
 
     @property
+    def monitor_topic(self) -> str:
+        return f"{self.prefix}.monitor"
+
+    @property
     def status_ttl_ms(self) -> int:
         return parse_duration_ms(self.status.ttl)
 
     def topics(self) -> list[TopicSpec]:
-        """Every declared topic, intake first in priority order, then routes, tiers, the DLQ, status and control."""
+        """Every declared topic, intake first in priority order, then routes, tiers, the DLQ, status, control
+        and monitor."""
         specs = [
             TopicSpec(
                 self.intake_topic(p),
@@ -249,8 +264,19 @@ class Topology(_Strict):
                 self.control.replication_factor,
                 _compacted(parse_duration_ms(self.control.retention)) | self.control.configs,
             ),
+            TopicSpec(
+                self.monitor_topic,
+                "monitor",
+                self.monitor.partitions,
+                self.monitor.replication_factor,
+                {"retention.ms": str(parse_duration_ms(self.monitor.retention))} | self.monitor.configs,
+            ),
         ]
         return specs
+
+    def consumed_topics(self) -> list[str]:
+        """What the workers' group consumes: intake topics, routes and retry tiers, in `topics()` order."""
+        return [spec.name for spec in self.topics() if spec.role in CONSUMED_ROLES]
 
     def managed_topics(self) -> list[TopicSpec]:
         """The topics `topics apply` creates and keeps in shape (routes without partitions are not ours)."""

@@ -134,6 +134,11 @@ class Worker:
         return self._buffers.topics
 
     @property
+    def partitions(self) -> list[TopicPartition]:
+        """The partitions this worker owns now."""
+        return list(self._offsets)
+
+    @property
     def in_flight(self) -> int:
         """Tasks running now."""
         return self._in_flight

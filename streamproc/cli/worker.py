@@ -17,6 +17,7 @@ from streamproc.health import observed
 from streamproc.loading import load_app
 from streamproc.logs import configure_logging
 from streamproc.metrics import Metrics
+from streamproc.monitor.reporter import reporting
 from streamproc.scheduling import Ordering
 from streamproc.settings import KafkaSettings
 from streamproc.topology import load_topology
@@ -97,21 +98,22 @@ def worker(
     )
     handlers = load_app(app)
     metrics = Metrics(handlers.tasks, group)
-    runner = Worker(handlers, KafkaSettings.from_env(bootstrap_servers), load_topology(file), config, hooks=[metrics])
+    settings, topology = KafkaSettings.from_env(bootstrap_servers), load_topology(file)
+    runner = Worker(handlers, settings, topology, config, hooks=[metrics])
     tune_gc()  # after the app's import: its modules are frozen, not walked at every collection
     try:
-        asyncio.run(_serve(runner, metrics, metrics_port))
+        asyncio.run(_serve(runner, metrics, metrics_port, settings, topology.monitor_topic))
     finally:
         termination.record()  # closing the loop restored the default; a late SIGTERM changes nothing now
 
 
-async def _serve(runner: Worker, metrics: Metrics, metrics_port: int) -> None:
+async def _serve(runner: Worker, metrics: Metrics, metrics_port: int, settings: KafkaSettings, monitor: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runner.stop)
     if termination.received():
         log.info("SIGTERM during start-up: stopping before anything started")
         return
-    async with observed([runner], metrics, metrics_port) as port:
+    async with observed([runner], metrics, metrics_port) as port, reporting(settings, monitor, runner, metrics):
         log.info("serving /metrics, /healthz and /readyz", port=port, url=f"http://localhost:{port}/metrics")
         await runner.run()
