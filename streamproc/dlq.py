@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Iterable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import OffsetMetadataTooLargeError
@@ -165,8 +165,18 @@ def _oldest_first(letter: DeadLetter) -> tuple[int, int, int]:
     return letter.timestamp, letter.partition, letter.offset
 
 
+class Located(Protocol):
+    """A dead letter, or what the web's DLQ view keeps of one."""
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+
 async def replayed_ids(
-    settings: KafkaSettings, topology: Topology, letters: Iterable[DeadLetter], group: str | None = None
+    settings: KafkaSettings, topology: Topology, letters: Iterable[Located], group: str | None = None
 ) -> frozenset[str]:
     """The ids of `letters` that the replay group (default `<dlq>-replay`) has replayed, from its ledger."""
     positions = {(letter.partition, letter.offset) for letter in letters}

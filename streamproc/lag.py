@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from streamproc import admin, offsetmap
 from streamproc.offsets import PartitionOffsets
 from streamproc.settings import KafkaSettings
+from streamproc.topology import Topology
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,12 @@ class LagReport:
         }
 
 
+def keda_triggers(topology: Topology) -> set[str]:
+    """The topics with a KEDA trigger each: intake topics and routes (not retry tiers: their lag includes
+    retries not yet due)."""
+    return {spec.name for spec in topology.topics() if spec.role in ("intake", "route")}
+
+
 def summarize(
     partitions: Sequence[PartitionLag], triggers: Collection[str], group: str, lag_threshold: int
 ) -> LagReport:
@@ -146,20 +154,57 @@ def summarize(
     return LagReport(group, lag_threshold, topics, list(partitions))
 
 
+class LagProbe:
+    """Reads a group's lag with clients kept open, for callers that ask every second (`streamproc web`,
+    `streamproc top`); `read_lag` is the one-shot form."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._settings = settings
+        self._admin: AIOKafkaAdminClient | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        self._admin = AIOKafkaAdminClient(**self._settings.client_kwargs())
+        await self._admin.start()
+        self._consumer = AIOKafkaConsumer(**self._settings.client_kwargs(), enable_auto_commit=False)
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._admin is not None:
+            await self._admin.close()
+        self._admin = self._consumer = None
+
+    async def read(self, group: str, topics: list[str]) -> list[PartitionLag]:
+        """The lag of `group` on every partition of the existing `topics`, in topic then partition order."""
+        assert self._admin is not None and self._consumer is not None, "start() the probe first"
+        found = await admin.topic_partitions(self._admin, topics)
+        partitions = [TopicPartition(topic, p) for topic in topics for p in found.get(topic, ())]
+        if not partitions:
+            return []
+        starts = await self._consumer.beginning_offsets(partitions)
+        ends = await self._consumer.end_offsets(partitions)
+        offsets = await self._admin.list_consumer_group_offsets(group)
+        rows = []
+        for tp in partitions:
+            commit = offsets.get(tp)
+            if commit is None or commit.offset < 0:
+                rows.append(PartitionLag(tp.topic, tp.partition, starts[tp], ends[tp], None))
+            else:
+                done = offsetmap.decode(commit.offset, commit.metadata)
+                rows.append(PartitionLag(tp.topic, tp.partition, starts[tp], ends[tp], commit.offset, len(done)))
+        return rows
+
+
 async def read_lag(settings: KafkaSettings, group: str, topics: list[str]) -> list[PartitionLag]:
     """The lag of `group` on every partition of the existing `topics`, in topic then partition order."""
-    bounds = await admin.log_bounds(settings, topics)
-    commits = await admin.committed_with_metadata(settings, group)
-    order = {topic: i for i, topic in enumerate(topics)}
-    rows = []
-    for tp, (start, end) in sorted(bounds.items(), key=lambda item: (order[item[0].topic], item[0].partition)):
-        commit = commits.get(tp)
-        if commit is None:
-            rows.append(PartitionLag(tp.topic, tp.partition, start, end, None))
-        else:
-            done = offsetmap.decode(commit.offset, commit.metadata)
-            rows.append(PartitionLag(tp.topic, tp.partition, start, end, commit.offset, len(done)))
-    return rows
+    probe = LagProbe(settings)
+    try:
+        await probe.start()
+        return await probe.read(group, topics)
+    finally:
+        await probe.stop()
 
 
 async def owned_lag(

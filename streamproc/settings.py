@@ -112,6 +112,7 @@ class Settings(BaseSettings):
     home: str = "~/.cache/streamproc"
     broker_port: Annotated[int, _whole_number(1, 65534, "a port number")] = 9092  # the controller takes port + 1
     web_url: str | None = None  # `streamproc web`, where producers look task statuses up (SPEC §12)
+    web_token: str | None = None  # what `streamproc web` asks of cancel and replay (SPEC §14); unset: read-only
 
     @classmethod
     def read(cls) -> Settings:

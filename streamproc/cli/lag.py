@@ -19,9 +19,9 @@ from rich.text import Text
 
 from streamproc.cli.options import BootstrapServers, TopicsFile
 from streamproc.cli.options import Group as GroupOption
-from streamproc.lag import LagReport, read_lag, summarize
+from streamproc.lag import LagReport, keda_triggers, read_lag, summarize
 from streamproc.settings import KafkaSettings
-from streamproc.topology import Topology, load_topology
+from streamproc.topology import load_topology
 from streamproc.worker_config import WorkerConfig
 
 console = Console()
@@ -65,10 +65,12 @@ def lag(
         raise typer.BadParameter("--json prints one document; it does not go with --watch", param_hint="--json")
     topology = load_topology(file)
     settings = KafkaSettings.from_env(bootstrap_servers)
-    consumed = [spec.name for spec in topology.topics() if spec.role in ("intake", "route", "tier")]
+    consumed = topology.consumed_topics()
 
     def report() -> LagReport:
-        return summarize(asyncio.run(read_lag(settings, group, consumed)), triggers(topology), group, lag_threshold)
+        return summarize(
+            asyncio.run(read_lag(settings, group, consumed)), keda_triggers(topology), group, lag_threshold
+        )
 
     if not watch:
         current = report()
@@ -92,12 +94,6 @@ def lag(
                 live.update(render(report(), by), refresh=True)
         except KeyboardInterrupt:
             pass
-
-
-def triggers(topology: Topology) -> set[str]:
-    """The topics with a KEDA trigger each: intake topics and routes (not retry tiers: their lag includes
-    retries not yet due)."""
-    return {spec.name for spec in topology.topics() if spec.role in ("intake", "route")}
 
 
 def render(report: LagReport, by: By = By.TOPIC) -> Group:
