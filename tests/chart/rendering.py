@@ -29,6 +29,7 @@ KUBE_VERSION = "1.34.0"  # what helm renders for (.Capabilities) and kubernetes-
 RELEASE = "sp"
 NAMESPACE = "jobs"
 FULLNAME = f"{RELEASE}-streamproc"
+COMPONENT = "app.kubernetes.io/component"  # worker, web, topics-apply
 
 Obj = dict[str, Any]
 
@@ -40,6 +41,8 @@ SASL_TLS = {
     }
 }
 TLS_SYSTEM_CAS = {"kafka": {"tls": {"enabled": True}}}
+# The live monitor on, with the token from a Secret (actions allowed).
+WEB = {"web": {"enabled": True, "token": {"existingSecret": "streamproc-web"}}}
 
 
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -101,6 +104,13 @@ def one(objects: list[Obj], kind: str) -> Obj:
     """The single object of `kind`."""
     found = by_kind(objects, kind)
     assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def of_component(objects: list[Obj], kind: str, component: str) -> Obj:
+    """The single object of `kind` labelled app.kubernetes.io/component: `component` (worker, web)."""
+    found = [o for o in by_kind(objects, kind) if o["metadata"]["labels"].get(COMPONENT) == component]
+    assert len(found) == 1, f"expected one {kind} of component {component}, got {len(found)}"
     return found[0]
 
 

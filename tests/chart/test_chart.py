@@ -19,9 +19,11 @@ from tests.chart.rendering import (
     SASL,
     SASL_TLS,
     TLS_SYSTEM_CAS,
+    WEB,
     Obj,
     by_kind,
     lint,
+    of_component,
     one,
     render,
     selectors,
@@ -87,38 +89,47 @@ def flags_of(container: Obj) -> dict[str, str]:
 # lint and validity
 
 
+@pytest.mark.parametrize("web", [False, True], ids=["", "web"])
 @pytest.mark.parametrize("security", ["plaintext", "sasl+tls"])
-def test_helm_lint_strict_is_clean(security: str) -> None:
-    result = lint(SECURITY[security])
+def test_helm_lint_strict_is_clean(security: str, web: bool) -> None:
+    result = lint(merged(SECURITY[security], WEB if web else {}))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
 
 
+@pytest.mark.parametrize("web", [False, True], ids=["", "web"])
 @pytest.mark.parametrize("security", list(SECURITY))
 @pytest.mark.parametrize("autoscaling", MODES)
-def test_every_rendered_object_is_valid(autoscaling: str, security: str) -> None:
-    objects = render(merged(mode(autoscaling), SECURITY[security]))
+def test_every_rendered_object_is_valid(autoscaling: str, security: str, web: bool) -> None:
+    objects = render(merged(mode(autoscaling), SECURITY[security], WEB if web else {}))
     kinds = {obj["kind"] for obj in objects}
     assert {"Deployment", "ConfigMap", "Service", "ServiceAccount", "PodDisruptionBudget", "Job"} <= kinds
     assert {"ServiceMonitor", "PrometheusRule"} <= kinds
     assert ("ScaledObject" in kinds) == (autoscaling == "keda")
     assert ("HorizontalPodAutoscaler" in kinds) == (autoscaling == "hpa")
+    assert len(by_kind(objects, "Deployment")) == len(by_kind(objects, "Service")) == (2 if web else 1)
     for obj in objects:
         validate(obj)
 
 
-@pytest.mark.parametrize("autoscaling", MODES)
-def test_notes_render_in_every_mode(autoscaling: str, tmp_path: Path) -> None:
+def render_notes(values: Obj, tmp_path: Path) -> str:
     """`helm template` skips NOTES.txt (and lint ignores its errors), so render it through a probe template."""
     chart = tmp_path / "streamproc"
     shutil.copytree(CHART, chart)
     (chart / "templates" / "notes-probe.yaml").write_text(
         'notes: |\n  {{- include "streamproc/templates/NOTES.txt" . | nindent 2 }}\n'
     )
-    result = try_render(mode(autoscaling), "--show-only", "templates/notes-probe.yaml", chart=chart)
+    result = try_render(values, "--show-only", "templates/notes-probe.yaml", chart=chart)
     assert result.returncode == 0, result.stderr
     notes: str = yaml.safe_load(result.stdout)["notes"]
+    return notes
+
+
+@pytest.mark.parametrize("autoscaling", MODES)
+def test_notes_render_in_every_mode(autoscaling: str, tmp_path: Path) -> None:
+    notes = render_notes(mode(autoscaling), tmp_path)
     assert f"Scaling ({autoscaling})" in notes and "streamproc lag --group streamproc" in notes, notes
+    assert "streamproc web" not in notes  # web.enabled is off by default
 
 
 def test_a_custom_topics_file_renders_valid_objects() -> None:
@@ -384,6 +395,173 @@ def test_monitoring_objects_can_be_turned_off() -> None:
     objects = render(off)
     assert not by_kind(objects, "ServiceMonitor") and not by_kind(objects, "PrometheusRule")
     assert not [o for o in by_kind(objects, "ConfigMap") if "grafana_dashboard" in o["metadata"]["labels"]]
+
+
+# the live monitor (web.enabled)
+
+
+def labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    """Whether a matchLabels selector picks an object with `labels`."""
+    return selector.items() <= labels.items()
+
+
+def test_web_is_off_by_default() -> None:
+    objects = render()
+    assert not [o for o in objects if o["metadata"]["labels"].get("app.kubernetes.io/component") == "web"]
+
+
+def test_web_runs_streamproc_web_with_the_workers_image_kafka_settings_and_volumes() -> None:
+    objects = render(merged(SASL_TLS, WEB, {"image": {"repository": "registry.example.com/sp", "tag": "1.2"}}))
+    worker, web = of_component(objects, "Deployment", "worker"), of_component(objects, "Deployment", "web")
+    assert web["metadata"]["name"] == f"{FULLNAME}-web"
+    assert web["spec"]["replicas"] == 1  # one view, not scaled
+    worker_pod, pod = worker["spec"]["template"]["spec"], web["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    worker_main = worker_pod["containers"][0]
+    assert container["image"] == worker_main["image"] == "registry.example.com/sp:1.2"
+    assert container["imagePullPolicy"] == worker_main["imagePullPolicy"]
+    # The worker's convention (command streamproc, the subcommand in args) works whether or not the
+    # image's ENTRYPOINT is streamproc: command replaces it.
+    assert container["command"] == worker_main["command"] == ["streamproc"]
+    args: list[str] = container["args"]
+    assert args[0] == "web", args
+    flags = dict(zip(args[1::2], args[2::2], strict=True))
+    assert (flags["--host"], flags["--port"]) == ("0.0.0.0", "8080")
+    # Kafka, SASL, TLS, topics file and group exactly as the workers get them, plus the token.
+    env, worker_env = env_of(container), env_of(worker_main)
+    own = {"STREAMPROC_WEB_TOKEN", "STREAMPROC_LAG_THRESHOLD"}
+    assert {k: v for k, v in env.items() if k not in own} == worker_env
+    assert env["STREAMPROC_LAG_THRESHOLD"]["value"] == "100"  # autoscaling.lagThreshold: the replicas it shows
+    assert env["STREAMPROC_WEB_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "streamproc-web", "key": "token"}
+    assert "value" not in env["STREAMPROC_WEB_TOKEN"]
+    # The workers' volumes and mounts (topics ConfigMap, CA Secret, /tmp), plus a writable data dir for --db.
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert {k: v for k, v in volumes.items() if k != "data"} == {v["name"]: v for v in worker_pod["volumes"]}
+    assert [m for m in container["volumeMounts"] if m["name"] != "data"] == worker_main["volumeMounts"]
+    assert volumes["data"] == {"name": "data", "emptyDir": {}}
+    assert mounts["data"]["mountPath"] == "/var/lib/streamproc/web" and not mounts["data"].get("readOnly")
+    assert flags["--db"] == "/var/lib/streamproc/web/status.sqlite"
+    checksums = [d["spec"]["template"]["metadata"]["annotations"]["checksum/topics"] for d in (web, worker)]
+    assert checksums[0] == checksums[1]  # a changed topics file restarts the UI too
+
+
+def test_web_without_a_token_secret_is_read_only_and_the_chart_makes_no_secret() -> None:
+    objects = render({"web": {"enabled": True}})
+    container = of_component(objects, "Deployment", "web")["spec"]["template"]["spec"]["containers"][0]
+    assert "STREAMPROC_WEB_TOKEN" not in env_of(container)
+    assert not by_kind(objects, "Secret")
+    assert not by_kind(render(WEB), "Secret")  # the token Secret is referenced, never created
+    custom = render({"web": {"enabled": True, "token": {"existingSecret": "ops-ui", "key": "web-token"}}})
+    container = of_component(custom, "Deployment", "web")["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(container)["STREAMPROC_WEB_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "ops-ui",
+        "key": "web-token",
+    }
+
+
+def test_web_probes_and_service_use_the_http_port() -> None:
+    objects = render(merged(WEB, {"web": {"port": 9080, "service": {"port": 80}}}))
+    container = of_component(objects, "Deployment", "web")["spec"]["template"]["spec"]["containers"][0]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"http": 9080}
+    assert container["args"][container["args"].index("--port") + 1] == "9080"
+    for probe in ("livenessProbe", "readinessProbe"):
+        get = container[probe]["httpGet"]
+        assert get["path"] == "/api/health"
+        assert ports.get(get["port"], get["port"]) == 9080
+        assert container[probe]["periodSeconds"] >= 1
+    service = of_component(objects, "Service", "web")
+    assert service["metadata"]["name"] == f"{FULLNAME}-web"
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    web_pod_labels = of_component(objects, "Deployment", "web")["spec"]["template"]["metadata"]["labels"]
+    assert labels_match(service["spec"]["selector"], web_pod_labels)
+
+
+def test_web_pod_has_the_workers_security_context_resources_and_scheduling() -> None:
+    scheduling: Obj = {
+        "nodeSelector": {"pool": "ops"},
+        "tolerations": [{"key": "ops", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["ops"]}]}]
+                }
+            }
+        },
+    }
+    objects = render(merged(WEB, {"web": scheduling}))
+    worker_pod = of_component(objects, "Deployment", "worker")["spec"]["template"]["spec"]
+    pod = of_component(objects, "Deployment", "web")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"] == worker_pod["securityContext"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+    assert container["securityContext"] == worker_pod["containers"][0]["securityContext"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert pod["automountServiceAccountToken"] is False
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    for key, value in scheduling.items():
+        assert pod[key] == value
+    for obj in objects:
+        validate(obj)
+
+
+@pytest.mark.parametrize("autoscaling", MODES)
+def test_no_worker_selector_picks_the_web_pod(autoscaling: str) -> None:
+    """The worker Service, PDB, ServiceMonitor and Deployment (so KEDA and the HPA) select only workers."""
+    objects = render(merged(mode(autoscaling), WEB))
+    worker, web = of_component(objects, "Deployment", "worker"), of_component(objects, "Deployment", "web")
+    web_pod = web["spec"]["template"]["metadata"]["labels"]
+    worker_pod = worker["spec"]["template"]["metadata"]["labels"]
+    worker_selectors = {
+        "Deployment": worker["spec"]["selector"]["matchLabels"],
+        "Service": of_component(objects, "Service", "worker")["spec"]["selector"],
+        "PodDisruptionBudget": one(objects, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+    }
+    for kind, selector in worker_selectors.items():
+        assert labels_match(selector, worker_pod), kind
+        assert not labels_match(selector, web_pod), f"the workers' {kind} selects the web pod"
+    assert not labels_match(web["spec"]["selector"]["matchLabels"], worker_pod)
+    # The ServiceMonitor selects Services: the workers' metrics Service, never the UI's.
+    monitor = one(objects, "ServiceMonitor")["spec"]["selector"]["matchLabels"]
+    assert labels_match(monitor, of_component(objects, "Service", "worker")["metadata"]["labels"])
+    assert not labels_match(monitor, of_component(objects, "Service", "web")["metadata"]["labels"])
+    # The autoscalers scale the workers' Deployment by name.
+    for kind in ("ScaledObject", "HorizontalPodAutoscaler"):
+        for scaler in by_kind(objects, kind):
+            assert scaler["spec"]["scaleTargetRef"]["name"] == worker["metadata"]["name"] != web["metadata"]["name"]
+
+
+def test_web_name_fits_and_differs_from_the_workers_for_the_longest_full_name() -> None:
+    objects = render(merged(WEB, {"fullnameOverride": "x" * 63}))
+    worker, web = of_component(objects, "Deployment", "worker"), of_component(objects, "Deployment", "web")
+    assert len(web["metadata"]["name"]) <= 63 and web["metadata"]["name"].endswith("-web")
+    assert web["metadata"]["name"] != worker["metadata"]["name"]
+    assert of_component(objects, "Service", "web")["metadata"]["name"] == web["metadata"]["name"]
+    for obj in objects:
+        validate(obj)
+
+
+def test_the_values_schema_checks_the_web_block() -> None:
+    typo = try_render({"web": {"enabled": True, "tokn": {}}})
+    assert typo.returncode != 0 and "tokn" in typo.stderr, typo.stderr
+    bad_type = try_render({"web": {"enabled": True, "service": {"type": "Ingress"}}})
+    assert bad_type.returncode != 0 and "/web/service/type" in bad_type.stderr, bad_type.stderr
+    no_key = try_render({"web": {"enabled": True, "token": {"existingSecret": "s", "key": ""}}})
+    assert no_key.returncode != 0 and "/web/token/key" in no_key.stderr, no_key.stderr
+    replicas = try_render({"web": {"enabled": True, "replicas": 2}})  # one view: not a value
+    assert replicas.returncode != 0 and "replicas" in replicas.stderr, replicas.stderr
+
+
+def test_notes_say_how_to_reach_the_ui(tmp_path: Path) -> None:
+    notes = render_notes(WEB, tmp_path / "token")
+    assert f"kubectl port-forward -n jobs svc/{FULLNAME}-web 8080:8080" in notes, notes
+    assert "Secret streamproc-web" in notes and "Read-only" not in notes, notes
+    assert f"STREAMPROC_WEB_URL=http://{FULLNAME}-web.jobs.svc:8080" in notes, notes
+    read_only = render_notes({"web": {"enabled": True}}, tmp_path / "read-only")
+    assert "Read-only: set web.token.existingSecret" in read_only, read_only
 
 
 # alerts and dashboard

@@ -204,3 +204,26 @@ max by (topic, partition) (streamproc_consumer_lag{ {{- include "streamproc.prom
 - name: tmp
   emptyDir: {}
 {{- end }}
+
+{{/*
+The live monitor (`streamproc web`, web.enabled): its own name and component, so none of the
+workers' selectors (Deployment, Service, PDB, ServiceMonitor, and so KEDA and the HPA) picks its
+pod. The full name is cut to 59 characters first, so "-web" always fits in 63 and never
+truncates back to the workers' name.
+*/}}
+{{- define "streamproc.webName" -}}
+{{- printf "%s-web" (include "streamproc.fullname" . | trunc 59 | trimSuffix "-") }}
+{{- end }}
+
+{{- define "streamproc.webSelectorLabels" -}}
+{{ include "streamproc.instanceLabels" . }}
+app.kubernetes.io/component: web
+{{- end }}
+
+{{- define "streamproc.webLabels" -}}
+{{ include "streamproc.commonLabels" . }}
+app.kubernetes.io/component: web
+{{- end }}
+
+{{/* Where `streamproc web` keeps its SQLite view (an emptyDir: rebuilt from Kafka when missing). */}}
+{{- define "streamproc.webDataDir" -}}/var/lib/streamproc/web{{- end }}
