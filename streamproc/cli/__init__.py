@@ -10,7 +10,7 @@ from aiokafka.errors import KafkaError
 from rich.console import Console
 
 from streamproc import __version__
-from streamproc.cli import bench, broker, demo, dlq, lag, lifecycle, submit, topics, web, worker
+from streamproc.cli import bench, broker, demo, dlq, lag, lifecycle, submit, top, topics, web, worker
 from streamproc.connection_errors import explain
 from streamproc.errors import StreamprocError
 from streamproc.settings import Settings, last_read, load_env_file
@@ -34,6 +34,7 @@ app.command("result")(lifecycle.result)
 app.command("cancel")(lifecycle.cancel)
 app.command("bench")(bench.bench)
 app.command("web")(web.web)
+app.command("top")(top.top)
 
 _debug = False
 

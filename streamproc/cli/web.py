@@ -91,9 +91,9 @@ async def _serve(settings: KafkaSettings, topology: Topology, path: Path, sock: 
     import uvicorn
 
     from streamproc.monitor.live import LiveMonitor
-    from streamproc.web import actions, monitor_api, ui
-    from streamproc.web.app import create_app
     from streamproc.web.dlq_view import DlqView
+    from streamproc.web.monitor_api import Monitoring
+    from streamproc.web.monitor_app import create_monitor_app
     from streamproc.web.store import StatusStore
     from streamproc.web.view import StatusView
 
@@ -103,9 +103,8 @@ async def _serve(settings: KafkaSettings, topology: Topology, path: Path, sock: 
         live = LiveMonitor(settings, topology, watch.group, watch.lag_threshold)
         dead_letters = DlqView(settings, topology)
         async with Producer(settings, topology) as producer:
-            app = create_app(view, [monitor_api.router, actions.router, ui.router])
-            app.state.monitoring = monitor_api.Monitoring(settings, topology, live, dead_letters, producer, watch.token)
-            ui.mount(app)
+            monitoring = Monitoring(settings, topology, live, dead_letters, producer, watch.token)
+            app = create_monitor_app(view, monitoring)
             # log_config=None: uvicorn's records go through our logging set-up like aiokafka's. Open event
             # streams never end on their own, so a shutdown gives them a second.
             config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=1)
