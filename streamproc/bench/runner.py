@@ -28,6 +28,7 @@ from streamproc.execution import Outcome
 from streamproc.gc_tuning import tune_gc
 from streamproc.logs import configure_logging
 from streamproc.metrics import Metrics
+from streamproc.monitor.reporter import reporting
 from streamproc.routing import Routed
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
@@ -149,17 +150,19 @@ async def run_faststream(spec: Spec, meter: Meter, stop: asyncio.Event) -> None:
 
 
 async def run_streamproc(spec: Spec, meter: Meter, stop: asyncio.Event) -> None:
-    """A Worker of the bench app, as `streamproc worker` runs one (metrics hooks included)."""
+    """A Worker of the bench app, as `streamproc worker` runs one (metrics hooks and monitor reports included)."""
     config = WorkerConfig(group=spec.group, concurrency=spec.concurrency, statuses=spec.statuses)
     tune_gc()  # as `streamproc worker` does
     settings = KafkaSettings(bootstrap_servers=spec.bootstrap_servers)
-    worker = Worker(app, settings, spec.topology, config, hooks=[Metrics(app.tasks, spec.group), meter])
-    running = asyncio.create_task(worker.run())
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
-    worker.stop()
-    stopping.cancel()
-    await running
+    metrics = Metrics(app.tasks, spec.group)
+    worker = Worker(app, settings, spec.topology, config, hooks=[metrics, meter])
+    async with reporting(settings, spec.topology.monitor_topic, worker, metrics):
+        running = asyncio.create_task(worker.run())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
+        worker.stop()
+        stopping.cancel()
+        await running
 
 
 RUNS = {"aiokafka": run_aiokafka, "faststream": run_faststream, "streamproc": run_streamproc}
