@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import socket
 import time
@@ -110,17 +111,21 @@ class Reporter:
             except (KafkaError, OSError) as exc:
                 await producer.stop()
                 log.warning("monitor reports wait for the broker", error=str(exc) or type(exc).__name__)
+            except BaseException:  # cancelled while connecting: close it, or aiokafka reports it unclosed
+                await producer.stop()
+                raise
             await asyncio.sleep(RECONNECT_S)
 
     async def _wait_for_topic(self, producer: AIOKafkaProducer) -> None:
         """Sending to a missing topic would block aiokafka for its whole request timeout."""
-        while True:
+        for attempt in itertools.count():
             with contextlib.suppress(KafkaError, OSError):
                 if self._topic in (await producer.client.fetch_all_metadata()).topics():
                     return
-            log.warning(
-                "monitor reports are off until the topic exists: run `streamproc topics apply`", topic=self._topic
-            )
+            if attempt == 0:
+                log.warning(
+                    "monitor reports are off until the topic exists: run `streamproc topics apply`", topic=self._topic
+                )
             await asyncio.sleep(TOPIC_CHECK_S)
 
     async def _last_report(self, producer: AIOKafkaProducer) -> None:

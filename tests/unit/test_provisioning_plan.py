@@ -15,6 +15,7 @@ TOPOLOGY = Topology.model_validate(
 )
 STATUS_CONFIGS = {"cleanup.policy": "compact,delete", "retention.ms": "3600000", "segment.ms": "900000"}
 CONTROL_CONFIGS = {"cleanup.policy": "compact,delete", "retention.ms": "604800000", "segment.ms": "86400000"}
+MONITOR_CONFIGS = {"retention.ms": "3600000"}
 
 
 def matching_state() -> dict[str, TopicState]:
@@ -25,6 +26,7 @@ def matching_state() -> dict[str, TopicState]:
         "events": TopicState("events", 7, 3),
         "p.status": TopicState("p.status", 4, 1, STATUS_CONFIGS),
         "p.control": TopicState("p.control", 1, 1, CONTROL_CONFIGS),
+        "p.monitor": TopicState("p.monitor", 1, 1, MONITOR_CONFIGS),
     }
 
 
@@ -36,6 +38,7 @@ def test_empty_cluster_creates_every_managed_topic_and_warns_of_the_external_rou
         ("p.dlq", 1, {}),
         ("p.status", 4, STATUS_CONFIGS),  # compacted by task id, deleted after the status TTL
         ("p.control", 1, CONTROL_CONFIGS),
+        ("p.monitor", 1, MONITOR_CONFIGS),  # worker reports, kept an hour
     ]
     assert result.missing_external == ["events"]
     assert not result.refusals
