@@ -71,6 +71,10 @@ def test_the_wheel_holds_the_package_data_the_license_and_only_streamproc(wheel:
             "streamproc/localbroker/pom.xml",
             "streamproc/localbroker/log4j2.properties",
             "streamproc/cli/__init__.py",
+            # The monitor's UI, served as files: nothing is built at install time.
+            "streamproc/web/static/index.html",
+            "streamproc/web/static/app.js",
+            "streamproc/web/static/style.css",
             f"{dist_info}/licenses/LICENSE",
         } <= names
         assert archive.read(f"{dist_info}/licenses/LICENSE") == (ROOT / "LICENSE").read_bytes()
