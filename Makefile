@@ -12,7 +12,38 @@ HELM_BUILD := .tools/helm-$(HELM_VERSION)/helm
 HELM := .tools/bin/helm
 GO ?= $(or $(shell command -v go 2>/dev/null),/usr/local/go/bin/go)
 
-.PHONY: install demo test lint unit fuzz chaos docs helm bench broker-stop clean
+# Debian's Chromium for the browser tests (tests/browser): Playwright drives it by its path, so no test
+# downloads a browser of its own. Installed from Debian's packages when missing (CI is a fresh machine, as root).
+CHROMIUM := /usr/bin/chromium
+
+# The worker image, built with podman and runc from a Debian base made here by debootstrap (no
+# Docker engine, no registry with python:3.11-slim). The base's tag is the hash of the script that
+# makes it, so editing tools/image/base.sh makes a new one; a stamp under .tools/ plus `podman image
+# exists` keep a warm `make image` from running debootstrap again. podman reads the project's own
+# containers.conf (runc, explicit ulimits), written to .tools/image/ from tools/image/containers.conf.in.
+VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' streamproc/__init__.py)
+IMAGE = localhost/streamproc:$(VERSION)
+IMAGE_EXAMPLE = localhost/streamproc-example:$(VERSION)
+DEBIAN_SUITE := bookworm
+IMAGE_BASE = localhost/streamproc-base:$(DEBIAN_SUITE)-$(shell sha256sum tools/image/base.sh | cut -c1-12)
+IMAGE_BASE_STAMP = .tools/image/base-$(lastword $(subst :, ,$(IMAGE_BASE))).stamp
+IMAGE_CONF := .tools/image/containers.conf
+PODMAN := CONTAINERS_CONF=$(CURDIR)/$(IMAGE_CONF) podman
+# pip in the build uses the host's package index (environment or pip.conf), if it has its own, and
+# the host's CA bundle, mounted read-only for the RUN steps only: nothing of it lands in the image.
+IMAGE_PIP_INDEX_URL = $(or $(PIP_INDEX_URL),$(shell $(PYTHON) -m pip config get global.index-url 2>/dev/null))
+IMAGE_PIP_EXTRA_INDEX_URL = $(or $(PIP_EXTRA_INDEX_URL),$(shell $(PYTHON) -m pip config get global.extra-index-url 2>/dev/null))
+IMAGE_PIP_TRUSTED_HOST = $(or $(PIP_TRUSTED_HOST),$(shell $(PYTHON) -m pip config get global.trusted-host 2>/dev/null))
+CA_BUNDLE := /etc/ssl/certs/ca-certificates.crt
+# Expanded once, on first use (it asks pip), then kept.
+IMAGE_BUILD_FLAGS = $(eval IMAGE_BUILD_FLAGS := $(IMAGE_BUILD_FLAGS_ONCE))$(IMAGE_BUILD_FLAGS)
+IMAGE_BUILD_FLAGS_ONCE = --network host --build-arg BASE_IMAGE=$(IMAGE_BASE) \
+	$(if $(wildcard $(CA_BUNDLE)),--volume /etc/ssl/certs:/etc/ssl/certs:ro --build-arg PIP_CERT=$(CA_BUNDLE)) \
+	$(if $(IMAGE_PIP_INDEX_URL),--build-arg PIP_INDEX_URL='$(IMAGE_PIP_INDEX_URL)') \
+	$(if $(IMAGE_PIP_EXTRA_INDEX_URL),--build-arg PIP_EXTRA_INDEX_URL='$(IMAGE_PIP_EXTRA_INDEX_URL)') \
+	$(if $(IMAGE_PIP_TRUSTED_HOST),--build-arg PIP_TRUSTED_HOST='$(IMAGE_PIP_TRUSTED_HOST)')
+
+.PHONY: install demo test lint unit fuzz chaos docs helm chromium bench broker-stop clean image image-tools image-base image-smoke
 
 install: $(INSTALLED)
 
@@ -59,8 +90,53 @@ $(HELM): $(HELM_BUILD)
 	mkdir -p $(@D)
 	ln -sfn ../helm-$(HELM_VERSION)/helm $@
 
-test: lint docs $(HELM)
+chromium: $(CHROMIUM)
+
+$(CHROMIUM):
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get install -y -q --no-install-recommends chromium \
+	|| { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
+
+test: lint docs $(HELM) $(CHROMIUM) image
 	$(BIN)/pytest
+
+# podman, runc and debootstrap from Debian's packages when missing (CI is a fresh machine, as root),
+# and the containers.conf with this machine's hard limits: nofile `ulimit -Hn`, nproc `ulimit -Hu`
+# but at most 32768, podman's own (tools/image/containers.conf.in says why).
+image-tools:
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null || { \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q --no-install-recommends podman runc debootstrap \
+	  || { apt-get update -q && apt-get install -y -q --no-install-recommends podman runc debootstrap; }; }
+	@mkdir -p $(dir $(IMAGE_CONF))
+	@nofile=$$(bash -c 'ulimit -Hn'); nproc=$$(bash -c 'ulimit -Hu'); \
+	[ "$$nofile" = unlimited ] && nofile=1048576; \
+	{ [ "$$nproc" = unlimited ] || [ "$$nproc" -gt 32768 ]; } && nproc=32768; \
+	sed -e "s/@NOFILE@/$$nofile/g" -e "s/@NPROC@/$$nproc/g" tools/image/containers.conf.in > $(IMAGE_CONF)
+
+# A new base makes every layer built on the old one useless: they go (the untagged images podman
+# keeps as the build cache), and so do the old base's tag and stamp.
+image-base: image-tools
+	@if [ -f $(IMAGE_BASE_STAMP) ] && $(PODMAN) image exists $(IMAGE_BASE); then \
+	  echo "$(IMAGE_BASE): built already"; \
+	else \
+	  $(PODMAN) image prune --force >/dev/null; \
+	  CONTAINERS_CONF=$(CURDIR)/$(IMAGE_CONF) sh tools/image/base.sh $(IMAGE_BASE) $(DEBIAN_SUITE) .tools/image/rootfs \
+	  && rm -f .tools/image/base-*.stamp && touch $(IMAGE_BASE_STAMP) \
+	  && $(PODMAN) images --format '{{.Repository}}:{{.Tag}}' $(firstword $(subst :, ,$(IMAGE_BASE))) \
+	     | grep -vx '$(IMAGE_BASE)' | xargs -r env $(PODMAN) untag; \
+	fi
+
+# Two targets of the Dockerfile: the worker image (the package alone) and the example image (plus
+# handlers/ and topics/), the Helm chart's default image.repository.
+image: image-base
+	$(PODMAN) build $(IMAGE_BUILD_FLAGS) --target worker --tag $(IMAGE) .
+	$(PODMAN) build $(IMAGE_BUILD_FLAGS) --target example --tag $(IMAGE_EXAMPLE) .
+
+# The image tests alone (`make test` runs them too): --version, and a worker container that runs
+# tasks from the local broker and exits 0 on SIGTERM.
+image-smoke: install image
+	$(BIN)/pytest tests/image
 
 broker-stop: install
 	$(BIN)/streamproc broker stop
