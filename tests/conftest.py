@@ -90,13 +90,14 @@ async def one_partition(kafka_settings: KafkaSettings, topology: Topology) -> To
 
 INTEGRATION_DIR = os.path.join(os.path.dirname(__file__), "integration")
 CHAOS_DIR = os.path.join(os.path.dirname(__file__), "chaos")
+BROWSER_DIR = os.path.join(os.path.dirname(__file__), "browser")
 _skipped_kafka_tests: list[str] = []
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test under tests/integration and tests/chaos talks to a real broker."""
+    """Every test under tests/integration, tests/chaos and tests/browser talks to a real broker."""
     for item in items:
-        if str(item.path).startswith((INTEGRATION_DIR, CHAOS_DIR)):
+        if str(item.path).startswith((INTEGRATION_DIR, CHAOS_DIR, BROWSER_DIR)):
             item.add_marker(pytest.mark.kafka)
 
 

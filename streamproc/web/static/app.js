@@ -79,7 +79,8 @@ function renderOverview(overview) {
   state.pendingHistory.push(overview.pending);
   if (state.pendingHistory.length > SPARK_POINTS) state.pendingHistory.shift();
   const top = Math.max(1, ...state.pendingHistory);
-  const points = state.pendingHistory.map((v, i) => `${(i / (SPARK_POINTS - 1)) * 300},${60 - (v / top) * 56}`);
+  const last = Math.max(1, state.pendingHistory.length - 1);
+  const points = state.pendingHistory.map((v, i) => `${(i / last) * 300},${60 - (v / top) * 56}`);
   const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
   line.setAttribute("points", points.join(" "));
   $("#spark").replaceChildren(line);
@@ -205,7 +206,8 @@ function follow() {
     renderTiers(overview);
     live.title = `updated ${when(overview.at)}`;
     document.body.dataset.updated = overview.at;
-    if (state.taskId && !["succeeded", "dead", "cancelled"].includes($("#task-fields").dataset.state)) loadTask(state.taskId);
+    // A dead task comes back when its dead letter is replayed (with its id): only these two are final.
+    if (state.taskId && !["succeeded", "cancelled"].includes($("#task-fields").dataset.state)) loadTask(state.taskId);
   });
   source.addEventListener("dlq", () => { if (!$("#dlq").hidden) loadDlq(); });
 }
