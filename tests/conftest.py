@@ -14,8 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from streamproc import provisioning
-from streamproc.admin import broker_answers
+from streamproc import admin, provisioning
 from streamproc.localbroker import LocalBroker
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
@@ -34,8 +33,10 @@ def _docker_answers() -> bool:
 @pytest.fixture(scope="session")
 def kafka_settings() -> Iterator[KafkaSettings]:
     named = os.environ.get("STREAMPROC_BOOTSTRAP_SERVERS")
-    if named and asyncio.run(broker_answers(KafkaSettings(bootstrap_servers=named))):
-        yield KafkaSettings.from_env()
+    if named and asyncio.run(admin.broker_answers(KafkaSettings(bootstrap_servers=named))):
+        settings = KafkaSettings.from_env()
+        yield settings
+        _delete_test_topics(settings)
         return
     if _docker_answers():
         from testcontainers.community.kafka import KafkaContainer
@@ -46,11 +47,29 @@ def kafka_settings() -> Iterator[KafkaSettings]:
         return
     broker = LocalBroker.from_env()
     started = broker.start()
+    settings = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
     try:
-        yield KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+        yield settings
+        _delete_test_topics(settings)
     finally:
         if not started.already_running:
             broker.stop()
+
+
+_session_prefixes: list[str] = []
+
+
+def _delete_test_topics(settings: KafkaSettings) -> None:
+    """Delete the topics of this session's tests: a broker that keeps its data (the local one) would
+    otherwise gather thousands of partitions over runs, until it runs out of file descriptors."""
+
+    async def delete() -> None:
+        async with admin.admin_client(settings) as client:
+            names = [name for name in await client.list_topics() if name.split(".")[0] in set(_session_prefixes)]
+            await admin.delete_topics(client, names, within_s=120)
+
+    if _session_prefixes:
+        asyncio.run(delete())
 
 
 @pytest.fixture
@@ -63,7 +82,9 @@ def bootstrap(kafka_settings: KafkaSettings, monkeypatch: pytest.MonkeyPatch) ->
 @pytest.fixture
 def prefix() -> str:
     """A topic prefix no other test uses, so tests never see each other's records."""
-    return f"t{uuid.uuid4().hex[:10]}"
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    _session_prefixes.append(prefix)
+    return prefix
 
 
 @pytest.fixture
