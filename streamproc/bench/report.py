@@ -109,11 +109,35 @@ RATIOS: list[Callable[[Results], Ratio]] = [
         True,
         unit="statuses/s",
     ),
+    lambda r: Ratio(
+        f"streamproc web: update lag max, {r['monitor']['reporters']} workers reporting (SPEC 14)",
+        r["monitor"]["lag_max_ms"],
+        2000,
+        False,
+        unit="ms",
+    ),
+    lambda r: Ratio(
+        "the status traffic meanwhile",
+        r["monitor"]["statuses_per_s"],
+        r["monitor"]["target_statuses_per_s"],
+        True,
+        unit="statuses/s",
+    ),
+    lambda r: Ratio(
+        "streamproc web: peak RSS under that load", r["monitor"]["rss_peak_sampled_mb"], 250, False, unit="MB"
+    ),
 ]
 
 
 def ratios(results: Results) -> list[Ratio]:
-    return [compute(results) for compute in RATIOS]
+    """The figures of the scenarios in `results` (`streamproc bench --scenario` runs some only)."""
+    found = []
+    for compute in RATIOS:
+        try:
+            found.append(compute(results))
+        except KeyError:
+            continue  # a scenario not run
+    return found
 
 
 def machine(broker: str) -> dict[str, Any]:
@@ -181,37 +205,73 @@ def figures(results: Results) -> Table:
     out = Table(title="measured")
     out.add_column("scenario")
     out.add_column("figure", justify="right")
-    noop = results["noop"]
-    for name, label in (
-        ("aiokafka", "1. bare aiokafka loop, no-op"),
-        ("streamproc", "2. streamproc, no-op, one process"),
-        ("faststream", "3. FastStream subscriber, manual ack"),
-    ):
-        out.add_row(label, f"{noop[name]['tasks_per_s']:,.0f} tasks/s")
-    out.add_row("4. streamproc, 20 ms handler, concurrency 256", f"{results['io']['tasks_per_s']:,.0f} tasks/s")
-    priority = results["priority"]
-    out.add_row(
-        "5. high-priority wait p50 / p99, idle",
-        f"{priority['idle_p50_ms']:.1f} / {priority['idle_p99_ms']:.1f} ms",
-    )
-    out.add_row(
-        "   the same, low backlog saturating",
-        f"{priority['saturated_p50_ms']:.1f} / {priority['saturated_p99_ms']:.1f} ms",
-    )
-    out.add_row(
-        "6. streamproc, no-op, two processes", f"{noop['streamproc_two_processes']['tasks_per_s']:,.0f} tasks/s"
-    )
-    retry = results["retry"]
-    out.add_row("7. retry delay error p50 / p99", f"{retry['error_p50_ms']:.0f} / {retry['error_p99_ms']:.0f} ms")
-    memory = results["memory"]
-    out.add_row(f"8. peak RSS, {memory['backlog']:,} backlog", f"{memory['peak_rss_mb']:.0f} MB")
-    out.add_row("§12. streamproc, no-op, statuses off", f"{noop['streamproc_no_status']['tasks_per_s']:,.0f} tasks/s")
-    latency = results["results"]
-    out.add_row("§12. submit → result p50 / p99", f"{latency['p50_ms']:.1f} / {latency['p99_ms']:.1f} ms")
-    view = results["view"]
-    out.add_row("§12. web view ingest", f"{view['ingest']['statuses_per_s']:,.0f} statuses/s")
-    out.add_row(
-        f"§12. web lookup p50 / p99, {view['lookup']['stored']:,} stored",
-        f"{view['lookup']['p50_ms']:.1f} / {view['lookup']['p99_ms']:.1f} ms",
-    )
+    if "noop" in results:
+        noop = results["noop"]
+        for name, label in (
+            ("aiokafka", "1. bare aiokafka loop, no-op"),
+            ("streamproc", "2. streamproc, no-op, one process"),
+            ("faststream", "3. FastStream subscriber, manual ack"),
+        ):
+            out.add_row(label, f"{noop[name]['tasks_per_s']:,.0f} tasks/s")
+    if "io" in results:
+        out.add_row("4. streamproc, 20 ms handler, concurrency 256", f"{results['io']['tasks_per_s']:,.0f} tasks/s")
+    if "priority" in results:
+        priority = results["priority"]
+        out.add_row(
+            "5. high-priority wait p50 / p99, idle",
+            f"{priority['idle_p50_ms']:.1f} / {priority['idle_p99_ms']:.1f} ms",
+        )
+        out.add_row(
+            "   the same, low backlog saturating",
+            f"{priority['saturated_p50_ms']:.1f} / {priority['saturated_p99_ms']:.1f} ms",
+        )
+    if "noop" in results:
+        out.add_row(
+            "6. streamproc, no-op, two processes", f"{noop['streamproc_two_processes']['tasks_per_s']:,.0f} tasks/s"
+        )
+    if "retry" in results:
+        retry = results["retry"]
+        out.add_row("7. retry delay error p50 / p99", f"{retry['error_p50_ms']:.0f} / {retry['error_p99_ms']:.0f} ms")
+    if "memory" in results:
+        memory = results["memory"]
+        out.add_row(f"8. peak RSS, {memory['backlog']:,} backlog", f"{memory['peak_rss_mb']:.0f} MB")
+    if "noop" in results:
+        out.add_row(
+            "§12. streamproc, no-op, statuses off", f"{noop['streamproc_no_status']['tasks_per_s']:,.0f} tasks/s"
+        )
+    if "results" in results:
+        latency = results["results"]
+        out.add_row("§12. submit → result p50 / p99", f"{latency['p50_ms']:.1f} / {latency['p99_ms']:.1f} ms")
+    if "view" in results:
+        view = results["view"]
+        out.add_row("§12. web view ingest", f"{view['ingest']['statuses_per_s']:,.0f} statuses/s")
+        out.add_row(
+            f"§12. web lookup p50 / p99, {view['lookup']['stored']:,} stored",
+            f"{view['lookup']['p50_ms']:.1f} / {view['lookup']['p99_ms']:.1f} ms",
+        )
+    if "monitor" in results:
+        _monitor_rows(out, results["monitor"])
     return out
+
+
+def _monitor_rows(out: Table, monitor: Results) -> None:
+    out.add_row(
+        f"§14. web update lag p50 / p99 / max, {monitor['reports']:,} reports of {monitor['reporters']} workers",
+        f"{monitor['lag_p50_ms']:.0f} / {monitor['lag_p99_ms']:.0f} / {monitor['lag_max_ms']:.0f} ms",
+    )
+    out.add_row(
+        "§14.   reports never shown / shown only through a later one",
+        f"{monitor['reports_unseen']} / {monitor['shown_through_a_later_report']}",
+    )
+    out.add_row(
+        f"§14.   status traffic meanwhile, for {monitor['seconds']:g} s (asked {monitor['target_statuses_per_s']:,}/s)",
+        f"{monitor['statuses_per_s']:,.0f} statuses/s",
+    )
+    out.add_row(
+        "§14.   statuses the web view stored / left to read at the end",
+        f"{monitor['view_statuses']:,} / {monitor['view_lag_at_end']}",
+    )
+    out.add_row(
+        "§14.   web RSS before / at the end / peak (sampled each second)",
+        f"{monitor['rss_before_mb']:.0f} / {monitor['rss_end_mb']:.0f} / {monitor['rss_peak_sampled_mb']:.0f} MB",
+    )

@@ -1,4 +1,4 @@
-"""The eight scenarios of `streamproc bench`; each prepares its backlog once and returns its figures.
+"""The scenarios of `streamproc bench`; each prepares its backlog once and returns its figures.
 
 Every consumer runs in a runner process of its own (`runner.py`) with a consumer group of its
 own, so the systems compared read the very same records.
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from streamproc.bench import monitor_load
 from streamproc.bench.harness import Runner, fill, percentile, scenario_topics, steady_rate, wait_until
 from streamproc.bench.runner import SLEEP_S, Spec
 from streamproc.producer import Producer
@@ -43,6 +44,8 @@ class Sizes:
     tier: str
     rss_backlog: int
     rss_drain: int  # records the worker finishes before its peak RSS is read
+    monitor_s: float  # the live monitor's load run: how long
+    monitor_rate: int  # status records/s written meanwhile (SPEC §10: 50,000)
 
 
 FULL = Sizes(
@@ -58,6 +61,8 @@ FULL = Sizes(
     tier="1s",
     rss_backlog=1_000_000,
     rss_drain=300_000,
+    monitor_s=60,
+    monitor_rate=50_000,
 )
 QUICK = Sizes(
     noop_backlog=60_000,
@@ -72,6 +77,8 @@ QUICK = Sizes(
     tier="1s",
     rss_backlog=5_000,
     rss_drain=2_000,
+    monitor_s=5,
+    monitor_rate=5_000,
 )
 
 
@@ -254,3 +261,9 @@ async def status_view(bench: Bench) -> Figures:
             ingest = await web_view.ingest_rate(bench.settings, topology, statuses=bench.sizes.statuses, db=db)
             lookup = await web_view.lookup_latency(bench.settings, topology, statuses=bench.sizes.statuses, db=db)
     return {"ingest": ingest, "lookup": lookup}
+
+
+async def live_monitor(bench: Bench) -> Figures:
+    """SPEC §14: `streamproc web`'s update lag and RSS with 20 reporting workers and a stream of statuses."""
+    async with bench.topics() as topology:
+        return await monitor_load.run(bench.settings, topology, bench.sizes.monitor_s, bench.sizes.monitor_rate)

@@ -21,8 +21,8 @@ from streamproc.logs import configure_logging
 console = Console()
 
 
-async def _run(bench: scenarios.Bench) -> dict[str, Any]:
-    steps = (
+def _steps(bench: scenarios.Bench) -> tuple[tuple[str, str], ...]:
+    return (
         ("noop", "1-3, 6: no-op throughput: aiokafka, streamproc, FastStream, two streamproc processes"),
         ("io", "4: 20 ms handler at concurrency 256"),
         ("priority", "5: high-priority wait, idle and behind a low backlog"),
@@ -30,20 +30,33 @@ async def _run(bench: scenarios.Bench) -> dict[str, Any]:
         ("memory", f"8: peak RSS with a {bench.sizes.rss_backlog:,}-task backlog"),
         ("results", "§12: submit → result of a no-op task on an idle worker"),
         ("view", f"§12: streamproc web with {bench.sizes.statuses:,} statuses: ingest and lookup"),
+        (
+            "monitor",
+            f"§14: streamproc web's update lag, 20 workers reporting and {bench.sizes.monitor_rate:,} statuses/s "
+            f"for {bench.sizes.monitor_s:g} s",
+        ),
     )
-    run = {
-        "noop": scenarios.noop_throughput,
-        "io": scenarios.io_throughput,
-        "priority": scenarios.priority_wait,
-        "retry": scenarios.retry_delay,
-        "memory": scenarios.memory,
-        "results": scenarios.result_latency,
-        "view": scenarios.status_view,
-    }
+
+
+RUN = {
+    "noop": scenarios.noop_throughput,
+    "io": scenarios.io_throughput,
+    "priority": scenarios.priority_wait,
+    "retry": scenarios.retry_delay,
+    "memory": scenarios.memory,
+    "results": scenarios.result_latency,
+    "view": scenarios.status_view,
+    "monitor": scenarios.live_monitor,
+}
+
+
+async def _run(bench: scenarios.Bench, only: list[str]) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    for name, what in steps:
+    for name, what in _steps(bench):
+        if only and name not in only:
+            continue
         with console.status(f"scenario {what}"):
-            results[name] = await run[name](bench)
+            results[name] = await RUN[name](bench)
         console.print(f"done: scenario {what}")
     return results
 
@@ -55,15 +68,23 @@ def bench(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the JSON results.")] = Path(
         "bench.json"
     ),
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option("--scenario", "-s", help=f"Run only this scenario (repeatable): {', '.join(RUN)}."),
+    ] = None,
 ) -> None:
     """Measure streamproc against a bare aiokafka loop and FastStream on one broker, in one run."""
     if importlib.util.find_spec("faststream") is None:
         raise StreamprocError("streamproc bench compares against FastStream: pip install 'streamproc[bench]'")
+    only = scenario or []
+    if unknown := [name for name in only if name not in RUN]:
+        raise StreamprocError(f"no scenario {', '.join(unknown)}: the scenarios are {', '.join(RUN)}")
     configure_logging(level="warning")
     settings = demo_broker()
     local = LocalBroker.from_env().bootstrap_servers == settings.bootstrap_servers
     broker = f"Apache Kafka {KAFKA_VERSION} (local, KRaft)" if local else settings.bootstrap_servers
-    results = asyncio.run(_run(scenarios.Bench(settings, scenarios.QUICK if quick else scenarios.FULL)))
+    sizes = scenarios.QUICK if quick else scenarios.FULL
+    results = asyncio.run(_run(scenarios.Bench(settings, sizes), only))
     console.print(figures(results))
     console.print(table(results))
     output.write_text(json.dumps(document(results, machine(broker), "quick" if quick else "full"), indent=2) + "\n")

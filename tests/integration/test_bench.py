@@ -52,7 +52,15 @@ def test_quick_bench_runs_every_scenario_and_writes_the_ratios(
     assert scenarios["results"]["results"] == QUICK.results and scenarios["results"]["p99_ms"] > 0
     assert scenarios["view"]["ingest"]["statuses"] >= QUICK.statuses
     assert scenarios["view"]["lookup"]["stored"] >= QUICK.statuses and scenarios["view"]["lookup"]["p99_ms"] > 0
+    monitor = scenarios["monitor"]
+    assert monitor["reports"] == monitor["reporters"] * QUICK.monitor_s
+    assert monitor["reports_shown"] + monitor["reports_unseen"] == monitor["reports"] and monitor["reports_shown"] > 0
+    assert 0 < monitor["lag_p50_ms"] <= monitor["lag_p99_ms"] <= monitor["lag_max_ms"]
+    assert monitor["statuses_sent"] > 0 and monitor["statuses_per_s"] > 0
+    assert monitor["view_statuses"] > 0
+    assert monitor["rss_before_mb"] > 0 and 0 < monitor["rss_end_mb"] <= monitor["rss_hwm_mb"]
+    assert monitor["rss_samples_mb"] and monitor["rss_peak_sampled_mb"] > 0
     ratios = document["ratios"]
-    assert len(ratios) == 12
+    assert len(ratios) == 15
     for ratio in ratios:
         assert {"figure", "value", "target", "at_least", "met"} <= ratio.keys()
