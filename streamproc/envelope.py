@@ -37,6 +37,10 @@ RETRY_AT = "retry-at"  # tier records only
 DLQ_REASON = "dlq-reason"  # DLQ records only
 REPLAYED_FROM = "replayed-from"  # set by `streamproc dlq replay`
 VALUE_DROPPED = "value-dropped"  # DLQ records too large to copy: the size in bytes of the dropped value
+# Time (SPEC §13).
+RUN_AT = "run-at"  # a delayed task: when it falls due, ms since epoch (kept on the intake record it becomes)
+PERIODIC = "periodic"  # a periodic task's run: the schedule's name
+SLOT = "slot"  # a periodic task's run: the slot it fires for, ms since epoch
 
 DLQ_REASONS = (
     "retries_exhausted",

@@ -38,7 +38,7 @@ TOPIC_NAME = r"^[A-Za-z0-9._-]{1,249}$"
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
-Role = Literal["intake", "route", "tier", "dlq", "status", "control", "monitor"]
+Role = Literal["intake", "route", "tier", "dlq", "status", "control", "monitor", "schedules"]
 CONSUMED_ROLES: frozenset[Role] = frozenset(("intake", "route", "tier"))  # what the workers' group reads
 
 
@@ -116,6 +116,13 @@ class ControlTopic(TopicGroup):
     retention: Duration = "7d"
 
 
+class SchedulesTopic(TopicGroup):
+    """`<prefix>.schedules` (SPEC §13): delayed tasks keyed by task id until they fall due (then a
+    tombstone), and each periodic task's last fired slot under `periodic:<name>`; compacted."""
+
+    partitions: Annotated[int, Field(ge=1)] = 6
+
+
 class MonitorTopic(TopicGroup):
     """`<prefix>.monitor` (SPEC §14): each worker process's report, every second, for `streamproc web`
     and `streamproc top`; kept `retention` (a report is stale seconds after it is written)."""
@@ -169,6 +176,7 @@ class Topology(_Strict):
     status: StatusTopic = StatusTopic()
     control: ControlTopic = ControlTopic()
     monitor: MonitorTopic = MonitorTopic()
+    schedules: SchedulesTopic = SchedulesTopic()
 
     @model_validator(mode="after")
     def _consistent(self) -> Topology:
@@ -208,6 +216,10 @@ class Topology(_Strict):
         return f"{self.prefix}.control"
 
     @property
+    def schedules_topic(self) -> str:
+        return f"{self.prefix}.schedules"
+
+    @property
     def monitor_topic(self) -> str:
         return f"{self.prefix}.monitor"
 
@@ -216,8 +228,8 @@ class Topology(_Strict):
         return parse_duration_ms(self.status.ttl)
 
     def topics(self) -> list[TopicSpec]:
-        """Every declared topic, intake first in priority order, then routes, tiers, the DLQ, status, control
-        and monitor."""
+        """Every declared topic, intake first in priority order, then routes, tiers, the DLQ, status, control,
+        monitor and schedules."""
         specs = [
             TopicSpec(
                 self.intake_topic(p),
@@ -270,6 +282,13 @@ class Topology(_Strict):
                 self.monitor.partitions,
                 self.monitor.replication_factor,
                 {"retention.ms": str(parse_duration_ms(self.monitor.retention))} | self.monitor.configs,
+            ),
+            TopicSpec(
+                self.schedules_topic,
+                "schedules",
+                self.schedules.partitions,
+                self.schedules.replication_factor,
+                {"cleanup.policy": "compact"} | self.schedules.configs,
             ),
         ]
         return specs

@@ -27,6 +27,7 @@ def matching_state() -> dict[str, TopicState]:
         "p.status": TopicState("p.status", 4, 1, STATUS_CONFIGS),
         "p.control": TopicState("p.control", 1, 1, CONTROL_CONFIGS),
         "p.monitor": TopicState("p.monitor", 1, 1, MONITOR_CONFIGS),
+        "p.schedules": TopicState("p.schedules", 6, 1, {"cleanup.policy": "compact"}),
     }
 
 
@@ -39,6 +40,7 @@ def test_empty_cluster_creates_every_managed_topic_and_warns_of_the_external_rou
         ("p.status", 4, STATUS_CONFIGS),  # compacted by task id, deleted after the status TTL
         ("p.control", 1, CONTROL_CONFIGS),
         ("p.monitor", 1, MONITOR_CONFIGS),  # worker reports, kept an hour
+        ("p.schedules", 6, {"cleanup.policy": "compact"}),  # delayed tasks by id, periodic slots by name
     ]
     assert result.missing_external == ["events"]
     assert not result.refusals
