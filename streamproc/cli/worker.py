@@ -11,6 +11,7 @@ import structlog
 import typer
 
 from streamproc import offsetmap, termination
+from streamproc.app import App
 from streamproc.cli.options import BootstrapServers, Group, MetricsPort, TopicsFile
 from streamproc.gc_tuning import tune_gc
 from streamproc.health import observed
@@ -20,7 +21,8 @@ from streamproc.metrics import Metrics
 from streamproc.monitor.reporter import reporting
 from streamproc.scheduling import Ordering
 from streamproc.settings import KafkaSettings
-from streamproc.topology import load_topology
+from streamproc.timing.keeper import timekeeping
+from streamproc.topology import Topology, load_topology
 from streamproc.worker import Worker
 from streamproc.worker_config import WorkerConfig
 
@@ -102,18 +104,24 @@ def worker(
     runner = Worker(handlers, settings, topology, config, hooks=[metrics])
     tune_gc()  # after the app's import: its modules are frozen, not walked at every collection
     try:
-        asyncio.run(_serve(runner, metrics, metrics_port, settings, topology.monitor_topic))
+        asyncio.run(_serve(runner, metrics, metrics_port, settings, topology, handlers))
     finally:
         termination.record()  # closing the loop restored the default; a late SIGTERM changes nothing now
 
 
-async def _serve(runner: Worker, metrics: Metrics, metrics_port: int, settings: KafkaSettings, monitor: str) -> None:
+async def _serve(
+    runner: Worker, metrics: Metrics, metrics_port: int, settings: KafkaSettings, topology: Topology, app: App
+) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runner.stop)
     if termination.received():
         log.info("SIGTERM during start-up: stopping before anything started")
         return
-    async with observed([runner], metrics, metrics_port) as port, reporting(settings, monitor, runner, metrics):
+    async with (
+        observed([runner], metrics, metrics_port) as port,
+        reporting(settings, topology.monitor_topic, runner, metrics),
+        timekeeping(settings, topology, app, runner),
+    ):
         log.info("serving /metrics, /healthz and /readyz", port=port, url=f"http://localhost:{port}/metrics")
         await runner.run()
