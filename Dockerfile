@@ -16,17 +16,24 @@
 # `--app MODULE:ATTR` imports from) and run `streamproc worker --app yourmodule:app`.
 ARG BASE_IMAGE=python:3.11-slim
 
-# Stage 1: the wheel, built from the sources with the declared build-system (setuptools >= 77).
-FROM ${BASE_IMAGE} AS wheel
-ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
-# Where pip finds packages and which CAs it trusts, when the build host needs its own (`make image`
-# passes the host's, with its CA bundle mounted read-only for the RUN steps: never in an image).
+# The build stages' common ground: pip's settings and, when the build host needs its own, where pip
+# finds packages and which CAs it trusts (`make image` passes the host's, with its CA bundle mounted
+# read-only for the RUN steps: never in an image). Only the build stages derive from it.
+FROM ${BASE_IMAGE} AS build
 ARG PIP_INDEX_URL=""
 ARG PIP_EXTRA_INDEX_URL=""
 ARG PIP_TRUSTED_HOST=""
 ARG PIP_CERT=""
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_INDEX_URL=${PIP_INDEX_URL} \
+    PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL} \
+    PIP_TRUSTED_HOST=${PIP_TRUSTED_HOST} \
+    PIP_CERT=${PIP_CERT}
+
+# Stage 1: the wheel, built from the sources with the declared build-system (setuptools >= 77).
+FROM build AS wheel
 RUN python3 -m venv /opt/build
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
@@ -35,14 +42,7 @@ RUN /opt/build/bin/pip wheel --quiet --no-deps --wheel-dir /wheels .
 
 # Stage 2: the virtual environment, with the wheel and its [cli,web] extras (the `streamproc`
 # command and `streamproc web`); no dev, docs or bench dependencies.
-FROM ${BASE_IMAGE} AS venv
-ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
-ARG PIP_INDEX_URL=""
-ARG PIP_EXTRA_INDEX_URL=""
-ARG PIP_TRUSTED_HOST=""
-ARG PIP_CERT=""
+FROM build AS venv
 # The dependencies first, read from pyproject.toml alone: editing the sources or the README (the
 # wheel's description) then reinstalls only the wheel, not every dependency.
 COPY pyproject.toml /tmp/pyproject.toml

@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaProducer
 
 from streamproc import __version__
 from streamproc.bench.harness import percentile
+from streamproc.bench.web_view import send_statuses
 from streamproc.errors import StreamprocError
 from streamproc.lifecycle.status import TaskState, TaskStatus
 from streamproc.metrics import WAIT_BUCKETS
@@ -286,18 +287,12 @@ async def produce(order: dict[str, Any]) -> dict[str, float]:
         while (elapsed := time.monotonic() - begin) < seconds:
             # Behind its pace, it makes at most a few steps' worth at a time, so it still stops on time.
             due = min(int(rate * (elapsed + STEP_S)), int(rate * seconds), made + int(rate * STEP_S * 4))
-            batches = [producer.create_batch() for _ in range(partitions)]
             at_ms = int(_now_ms())
-            for n in range(made, due):
-                status = TaskStatus(f"{run_id}{n:012x}", TaskState.SUCCEEDED, "noop", 1, at_ms, {"n": n})
-                key, value, p = status.task_id.encode(), status.to_json(), n % partitions
-                if batches[p].append(key=key, value=value, timestamp=None) is None:  # full
-                    sent.append(await producer.send_batch(batches[p], topic, partition=p))
-                    batches[p] = producer.create_batch()
-                    batches[p].append(key=key, value=value, timestamp=None)
-            for p, batch in enumerate(batches):
-                if batch.record_count():
-                    sent.append(await producer.send_batch(batch, topic, partition=p))
+            step = (
+                TaskStatus(f"{run_id}{n:012x}", TaskState.SUCCEEDED, "noop", 1, at_ms, {"n": n})
+                for n in range(made, due)
+            )
+            sent += await send_statuses(producer, topic, partitions, step, first=made)
             if due > made:
                 made, made_by = due, time.monotonic() - begin
             await asyncio.sleep(max(0.0, begin + elapsed + STEP_S - time.monotonic()))

@@ -14,7 +14,7 @@ import random
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -55,23 +55,33 @@ async def produce_statuses(settings: KafkaSettings, topology: Topology, count: i
     producer = AIOKafkaProducer(**settings.client_kwargs(), max_batch_size=BATCH_BYTES, linger_ms=50)
     await producer.start()
     try:
-        partitions = topology.status.partitions
-        batches = [producer.create_batch() for _ in range(partitions)]
-        sent: list[asyncio.Future[Any]] = []
         now_ms = time.time_ns() // 1_000_000
-        for n in range(start, count):
-            status = TaskStatus(task_id(n), TaskState.SUCCEEDED, task="noop", attempt=1, at_ms=now_ms, result={"n": n})
-            key, value, p = status.task_id.encode(), status.to_json(), n % partitions
-            if batches[p].append(key=key, value=value, timestamp=None) is None:  # full
-                sent.append(await producer.send_batch(batches[p], topic, partition=p))
-                batches[p] = producer.create_batch()
-                batches[p].append(key=key, value=value, timestamp=None)
-        for p, batch in enumerate(batches):
-            if batch.record_count():
-                sent.append(await producer.send_batch(batch, topic, partition=p))
-        await asyncio.gather(*sent)
+        statuses = (
+            TaskStatus(task_id(n), TaskState.SUCCEEDED, task="noop", attempt=1, at_ms=now_ms, result={"n": n})
+            for n in range(start, count)
+        )
+        await asyncio.gather(*await send_statuses(producer, topic, topology.status.partitions, statuses, first=start))
     finally:
         await producer.stop()
+
+
+async def send_statuses(
+    producer: AIOKafkaProducer, topic: str, partitions: int, statuses: Iterable[TaskStatus], first: int = 0
+) -> list[asyncio.Future[Any]]:
+    """Queue `statuses` round robin over `partitions` (the n-th, counting from `first`, to n % partitions),
+    in full record batches rather than record by record; returns the deliveries to await."""
+    batches = [producer.create_batch() for _ in range(partitions)]
+    sent: list[asyncio.Future[Any]] = []
+    for n, status in enumerate(statuses, start=first):
+        key, value, p = status.task_id.encode(), status.to_json(), n % partitions
+        if batches[p].append(key=key, value=value, timestamp=None) is None:  # full
+            sent.append(await producer.send_batch(batches[p], topic, partition=p))
+            batches[p] = producer.create_batch()
+            batches[p].append(key=key, value=value, timestamp=None)
+    for p, batch in enumerate(batches):
+        if batch.record_count():
+            sent.append(await producer.send_batch(batch, topic, partition=p))
+    return sent
 
 
 @asynccontextmanager
