@@ -8,16 +8,21 @@ validation.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, ParamSpec, TypeVar, get_type_hints
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import from_json
 
 from streamproc.errors import PoisonRecord, StreamprocError
 from streamproc.ratelimit import RateLimit
+
+if TYPE_CHECKING:  # imported when a schedule is declared: croniter costs an import only then
+    from streamproc.timing.periodic import Periodic
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -123,6 +128,7 @@ class App:
 
     def __init__(self) -> None:
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.schedules: dict[str, Periodic] = {}  # `@app.periodic`, by schedule name
 
     def task(
         self,
@@ -163,6 +169,56 @@ class App:
                 cache_ttl=cache_ttl,
             )
             self.tasks[task_name] = task
+            return task
+
+        return register
+
+    def periodic(
+        self,
+        *,
+        cron: str | None = None,
+        every: timedelta | None = None,
+        payload: BaseModel | Mapping[str, Any] | None = None,
+        catch_up: str = "none",
+        name: str | None = None,
+        priority: str | None = None,
+        grace: timedelta | None = None,
+    ) -> Callable[[Task[P, R]], Task[P, R]]:
+        """Fire a registered task on a schedule (SPEC §13): stack `@app.periodic(...)` above
+        `@app.task(...)`, or call `app.periodic(...)(task)`. Returns the task unchanged.
+
+        Exactly one of `cron` (a cron expression, evaluated in UTC) and `every` (a timedelta; slots
+        are multiples of it since the epoch, so every process agrees on them). `payload` (default
+        `{}`) is validated against the task's model now. Each slot fires exactly once with any number
+        of worker processes (`timing.periodic_runner`). Slots missed by at most `grace` (default
+        60 s: a failover) still fire; for older ones `catch_up="none"` fires none and `"last"` the
+        latest one. `name` (default the task's name) identifies the schedule and its state.
+        """
+        from streamproc.timing.periodic import Periodic
+
+        def register(task: Task[P, R]) -> Task[P, R]:
+            if not isinstance(task, Task):
+                raise StreamprocError(f"@app.periodic goes above @app.task (a registered task), got {task!r}")
+            if self.tasks.get(task.name) is not task:
+                raise StreamprocError(f"@app.periodic: task {task.name!r} is not registered with this app")
+            schedule_name = name or task.name
+            if schedule_name in self.schedules:
+                raise StreamprocError(f"periodic schedule {schedule_name!r} is declared twice (give each a name=)")
+            schedule = Periodic.build(
+                schedule_name,
+                task.name,
+                b"{}",
+                cron=cron,
+                every=every,
+                catch_up=catch_up,
+                priority=priority,
+                grace=grace,
+            )
+            try:
+                value = task.encode({} if payload is None else payload)
+            except (StreamprocError, TypeError, ValueError) as exc:  # invalid for the model, or not JSON
+                raise StreamprocError(f"periodic schedule {schedule_name!r}: {exc}") from None
+            self.schedules[schedule_name] = dataclasses.replace(schedule, payload=value)
             return task
 
         return register

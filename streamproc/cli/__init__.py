@@ -10,7 +10,7 @@ from aiokafka.errors import KafkaError
 from rich.console import Console
 
 from streamproc import __version__
-from streamproc.cli import bench, broker, demo, dlq, lag, lifecycle, submit, top, topics, web, worker
+from streamproc.cli import bench, broker, demo, dlq, lag, lifecycle, schedules, submit, top, topics, web, worker
 from streamproc.connection_errors import explain
 from streamproc.errors import StreamprocError
 from streamproc.settings import Settings, last_read, load_env_file
@@ -25,6 +25,7 @@ app = typer.Typer(
 app.add_typer(broker.app, name="broker")
 app.add_typer(topics.app, name="topics")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(schedules.app, name="schedules")
 app.command("demo")(demo.demo)
 app.command("worker")(worker.worker)
 app.command("submit")(submit.submit)
