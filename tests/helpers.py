@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -33,6 +34,35 @@ def worker_command(app: str, group: str, topics_file: str, *extra: str) -> list[
         "0",
         *extra,
     ]
+
+
+class WorkerProcesses:
+    """`streamproc worker` subprocesses of one app and group, each logging to `logs`/worker-N.log, with
+    the journal path tests/*_app.py handlers write to; `close` kills the ones still running."""
+
+    def __init__(self, app: str, group: str, topics_file: Path, logs: Path, journal: Path) -> None:
+        self.app, self.group, self.topics_file, self.logs, self.journal = app, group, topics_file, logs, journal
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def log_of(self, n: int) -> Path:
+        return self.logs / f"worker-{n}.log"
+
+    def start(self, *extra: str) -> subprocess.Popen[bytes]:
+        with self.log_of(len(self.started)).open("wb") as log:
+            process = subprocess.Popen(
+                worker_command(self.app, self.group, str(self.topics_file), *extra),
+                env=os.environ | {"STREAMPROC_TEST_JOURNAL": str(self.journal)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.started.append(process)
+        return process
+
+    def close(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 def run_cli(*args: str, cwd: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:

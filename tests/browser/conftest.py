@@ -21,7 +21,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from streamproc.topology import Topology
 from tests.browser.support import TOKEN, Web, wait_for
-from tests.helpers import worker_command
+from tests.helpers import WorkerProcesses
 
 CHROMIUM = "/usr/bin/chromium"
 # The flags that keep Chromium from reaching for Google's services, which this closed network refuses.
@@ -129,21 +129,6 @@ def workers(
     bootstrap: str, topics_file: Path, group: str, journal: Path, tmp_path: Path
 ) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Starts `streamproc worker` processes of tests/monitor_app.py in the test's group; killed at the end."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(*extra: str) -> subprocess.Popen[bytes]:
-        with (tmp_path / f"worker-{len(started)}.log").open("wb") as log:
-            process = subprocess.Popen(
-                worker_command(APP, group, str(topics_file), *extra),
-                env=os.environ | {"STREAMPROC_TEST_JOURNAL": str(journal)},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    processes = WorkerProcesses(APP, group, topics_file, tmp_path, journal)
+    yield processes.start
+    processes.close()

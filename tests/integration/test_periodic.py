@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -31,7 +30,7 @@ from streamproc.timing.periodic_runner import fire_id, periodic_firing, read_sta
 from streamproc.topology import Topology
 from streamproc.worker import Worker
 from streamproc.worker_config import WorkerConfig
-from tests.helpers import read_records, run_cli, running, until, worker_command
+from tests.helpers import WorkerProcesses, read_records, run_cli, running, until
 
 EVERY_MS = 2000
 
@@ -74,24 +73,16 @@ def topics_file(kafka_settings: KafkaSettings, topology: Topology, tmp_path: Pat
 def workers(
     bootstrap: str, topology: Topology, topics_file: Path, tmp_path: Path
 ) -> Iterator[Callable[[], tuple[subprocess.Popen[bytes], Path]]]:
-    started: list[subprocess.Popen[bytes]] = []
+    processes = WorkerProcesses(
+        "tests.periodic_app:app", f"{topology.prefix}-g", topics_file, tmp_path, tmp_path / "journal.txt"
+    )
 
     def start() -> tuple[subprocess.Popen[bytes], Path]:
-        log_path = tmp_path / f"worker-{len(started)}.log"
-        proc = subprocess.Popen(
-            worker_command("tests.periodic_app:app", f"{topology.prefix}-g", str(topics_file)),
-            env=os.environ | {"STREAMPROC_TEST_JOURNAL": str(tmp_path / "journal.txt")},
-            stdout=log_path.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        started.append(proc)
-        return proc, log_path
+        log = processes.log_of(len(processes.started))
+        return processes.start(), log
 
     yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    processes.close()
 
 
 def test_three_workers_one_killed_one_restarted_fire_each_slot_exactly_once(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import time
@@ -21,7 +20,7 @@ from aiokafka import TopicPartition
 from streamproc import Producer, admin, lag, offsetmap, provisioning
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
-from tests.helpers import worker_command
+from tests.helpers import WorkerProcesses
 
 
 @dataclass(frozen=True)
@@ -66,24 +65,11 @@ def wait_for(condition: Callable[[], bool], within_s: float, what: str) -> None:
 def workers(bootstrap: str, topology: Topology, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     topics_file = tmp_path / "topics.yaml"
     topics_file.write_text(yaml.safe_dump(topology.model_dump()))
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(*extra: str) -> subprocess.Popen[bytes]:
-        log = (tmp_path / f"worker-{len(started)}.log").open("wb")
-        proc = subprocess.Popen(
-            worker_command("tests.worker_app:app", f"{topology.prefix}-g", str(topics_file), *extra),
-            env=os.environ | {"STREAMPROC_TEST_JOURNAL": str(tmp_path / "journal.txt")},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    processes = WorkerProcesses(
+        "tests.worker_app:app", f"{topology.prefix}-g", topics_file, tmp_path, tmp_path / "journal.txt"
+    )
+    yield processes.start
+    processes.close()
 
 
 async def submit(settings: KafkaSettings, topology: Topology, n: int, **payload: object) -> set[str]:
