@@ -15,11 +15,13 @@ key, else a random one), so its `TaskHandle` can await the result from that reco
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -31,7 +33,7 @@ from pydantic_core import PydanticSerializationError, to_json
 
 from streamproc import backoff
 from streamproc.app import Task
-from streamproc.envelope import Headers, task_headers
+from streamproc.envelope import RUN_AT, Headers, task_headers
 from streamproc.errors import StreamprocError
 from streamproc.lifecycle.client import LifecycleClient, result_of
 from streamproc.lifecycle.control import cancel_value
@@ -39,6 +41,7 @@ from streamproc.lifecycle.handle import TaskHandle
 from streamproc.lifecycle.identity import idempotent_task_id, payload_key
 from streamproc.lifecycle.status import TaskState, TaskStatus, status_partition
 from streamproc.settings import KafkaSettings, Settings
+from streamproc.timing.schedule_record import delayed_until, schedule_headers
 from streamproc.topology import Topology, load_topology
 
 DEFAULT_MAX_REQUEST_SIZE = 1_048_576  # aiokafka's default, and about the broker's default message.max.bytes
@@ -166,6 +169,8 @@ class Producer:
         key: str | bytes | None = None,
         traceparent: str | None = None,
         idempotency_key: str | None = None,
+        countdown: float | None = None,
+        eta: datetime | None = None,
     ) -> TaskHandle:
         """Send one task and wait until the broker has it; returns its `TaskHandle` (id: a UUID4).
 
@@ -173,14 +178,33 @@ class Producer:
         priority or an oversized record raise `StreamprocError` and nothing is sent. With
         `idempotency_key` (or a task with `cache_ttl`) the id comes from the key (or the payload),
         and a task already submitted under it within the status TTL is returned instead of sent.
+
+        Delayed tasks (SPEC §13): `countdown` (seconds from now) or `eta` (a timezone-aware
+        datetime), not both, make the task due then; one due now or in the past is sent at once.
+        A delayed task is durable once this returns: its intake record (with a `run-at` header,
+        ms since epoch) waits on `<prefix>.schedules`, keyed by its id, and a worker's scheduler
+        sends it to intake when due; it is `pending` meanwhile and `cancel` reaches it. Without
+        `key` its intake key is its task id, so that a second fire after a scheduler's crash lands
+        in the same key lane as the first and the SPEC §12 rule skips it once the first succeeded.
+        Its handle's `topic` and `partition` are the intake topic and partition it will be sent
+        to; its `offset` is None (its intake record does not exist yet).
         """
+        due_ms = delayed_until(countdown, eta)
         resolved = resolve_priority(self.topology, priority)
         topic = self.topology.intake_topic(resolved)
-        record = self._prepare(task, payload, resolved, key, traceparent, idempotency_key)
+        record = self._prepare(task, payload, resolved, key, traceparent, idempotency_key, due_ms=due_ms)
         kafka = await self._ready(topic)
         partition = await self._partition(kafka, topic, record.key)
         if record.idempotent and (earlier := await self._earlier(record, topic, partition)) is not None:
             return earlier
+        if due_ms is not None:
+            schedules = self.topology.schedules_topic
+            await self._ready(schedules)
+            headers = schedule_headers(record.headers, due_ms, topic, partition, record.key)
+            scheduled = dataclasses.replace(record, key=record.task_id.encode(), headers=headers)
+            self._check_size(scheduled)
+            [handle] = await self._send(kafka, schedules, [(scheduled, partition)], intake=topic)
+            return handle
         [handle] = await self._send(kafka, topic, [(record, partition)])
         return handle
 
@@ -208,8 +232,12 @@ class Producer:
         kafka = await self._ready(topic)
         return await self._send(kafka, topic, [(r, await self._partition(kafka, topic, r.key)) for r in records])
 
-    async def _send(self, kafka: Any, topic: str, records: list[tuple[_Record, int]]) -> list[TaskHandle]:
-        """Send each record with its `pending` status first, and wait for every acknowledgement."""
+    async def _send(
+        self, kafka: Any, topic: str, records: list[tuple[_Record, int]], intake: str | None = None
+    ) -> list[TaskHandle]:
+        """Send each record with its `pending` status first, and wait for every acknowledgement.
+        With `intake` (a delayed task's), the records go to `topic` (the schedules) with the default
+        partitioner on their key, and the handles name `intake` and the intake partition given."""
         status_topic = self.lifecycle.topic
         if self._statuses:
             await self._ready(status_topic)
@@ -226,14 +254,22 @@ class Producer:
                     partition=status_partition(partition, self.lifecycle.partitions),
                 )
             statuses.append(pending)
-            deliveries.append(
-                await kafka.send(topic, record.value, key=record.key, headers=record.headers, partition=partition)
-            )
+            to = None if intake is not None else partition
+            delivery = await kafka.send(topic, record.value, key=record.key, headers=record.headers, partition=to)
+            deliveries.append(delivery)
         sent = await asyncio.gather(*deliveries)
         # Sent together with the tasks: acknowledged by now or soon, so awaiting each in turn costs nothing.
         pending_offsets = [None if pending is None else (await pending).offset for pending in statuses]
         return [
-            TaskHandle(record.task_id, topic, partition, meta.offset, self.lifecycle, pending_offset, record.returns)
+            TaskHandle(
+                record.task_id,
+                intake or topic,
+                partition,
+                None if intake is not None else meta.offset,
+                self.lifecycle,
+                pending_offset,
+                record.returns,
+            )
             for (record, partition), meta, pending_offset in zip(records, sent, pending_offsets, strict=True)
         ]
 
@@ -283,6 +319,8 @@ class Producer:
             return before
         kafka = await self._ready(self.lifecycle.control_topic)
         await (await kafka.send(self.lifecycle.control_topic, cancel_value(task_id), key=task_id.encode()))
+        if await self._exists(self.topology.schedules_topic):  # a delayed task's schedule: it never fires
+            await (await kafka.send(self.topology.schedules_topic, None, key=task_id.encode()))
         # Its status partition follows its intake partition, which an id alone does not tell: all of
         # them get the record, so a reader of any one sees it (the worker writes it again when it skips).
         cancelled = TaskStatus(task_id, TaskState.CANCELLED, before.task, before.attempt, time.time_ns() // 1_000_000)
@@ -312,6 +350,7 @@ class Producer:
         traceparent: str | None,
         idempotency_key: str | None = None,
         fresh_id: bool = False,
+        due_ms: int | None = None,
     ) -> _Record:
         name = task.name if isinstance(task, Task) else task
         if not isinstance(name, str) or not name:
@@ -325,16 +364,32 @@ class Producer:
             key = idempotency_key if key is None else key  # duplicates share a partition, in key order
         else:
             task_id = str(uuid.uuid4())
+        if due_ms is not None and key is None:
+            key = task_id  # a second fire lands in the first's key lane (see `submit`)
         key_bytes = key.encode() if isinstance(key, str) else key
         headers = task_headers(name, task_id, time.time_ns() // 1_000_000, priority, traceparent=traceparent)
-        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key_bytes, value, headers)
+        if due_ms is not None:
+            headers.append((RUN_AT, str(due_ms).encode()))
+        returns = task.returns if isinstance(task, Task) else None
+        record = _Record(task_id, name, value, key_bytes, headers, returns, cache_ttl, idempotency_key is not None)
+        self._check_size(record)
+        return record
+
+    def _check_size(self, record: _Record) -> None:
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, record.value, record.headers)
         if size > self.max_request_size:
             raise StreamprocError(
-                f"task {name!r} is too large: {size} bytes as a record, the limit is {self.max_request_size} "
+                f"task {record.task!r} is too large: {size} bytes as a record, the limit is {self.max_request_size} "
                 "(max_request_size); store large data elsewhere and submit a reference to it"
             )
-        returns = task.returns if isinstance(task, Task) else None
-        return _Record(task_id, name, value, key_bytes, headers, returns, cache_ttl, idempotency_key is not None)
+
+    async def _exists(self, topic: str) -> bool:
+        """Whether `topic` exists (a started client is needed)."""
+        try:
+            await self._ready(topic)
+        except StreamprocError:
+            return False
+        return True
 
     async def _ready(self, topic: str) -> Any:
         """The started client, once `topic` is known to exist.

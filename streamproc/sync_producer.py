@@ -22,6 +22,7 @@ import atexit
 import os
 import threading
 from collections.abc import Callable, Coroutine, Iterable
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -113,11 +114,21 @@ class SyncProducer:
         key: str | bytes | None = None,
         traceparent: str | None = None,
         idempotency_key: str | None = None,
+        countdown: float | None = None,
+        eta: datetime | None = None,
     ) -> SyncTaskHandle:
-        """`Producer.submit`, blocking until the broker has the task; returns its handle."""
+        """`Producer.submit`, blocking until the broker has the task; returns its handle. `countdown`
+        or `eta` delay it (SPEC §13, see `Producer.submit`)."""
         handle = self._call(
             lambda p: p.submit(
-                task, payload, priority=priority, key=key, traceparent=traceparent, idempotency_key=idempotency_key
+                task,
+                payload,
+                priority=priority,
+                key=key,
+                traceparent=traceparent,
+                idempotency_key=idempotency_key,
+                countdown=countdown,
+                eta=eta,
             )
         )
         return SyncTaskHandle(handle, self)

@@ -126,6 +126,13 @@ RATIOS: list[Callable[[Results], Ratio]] = [
     lambda r: Ratio(
         "streamproc web: peak RSS under that load", r["monitor"]["rss_peak_sampled_mb"], 250, False, unit="MB"
     ),
+    lambda r: Ratio(
+        f"delayed tasks: lateness p99, {r['delayed']['tasks']:,} over {r['delayed']['spread_s']:g} s (SPEC 13)",
+        r["delayed"]["lateness_p99_ms"],
+        1000,
+        False,
+        unit="ms",
+    ),
 ]
 
 
@@ -251,6 +258,21 @@ def figures(results: Results) -> Table:
         )
     if "monitor" in results:
         _monitor_rows(out, results["monitor"])
+    if "delayed" in results:
+        delayed = results["delayed"]
+        out.add_row(
+            f"§13. delayed tasks' lateness p50 / p99 / max, {delayed['tasks']:,} over {delayed['spread_s']:g} s",
+            f"{delayed['lateness_p50_ms']:.0f} / {delayed['lateness_p99_ms']:.0f} / "
+            f"{delayed['lateness_max_ms']:.0f} ms",
+        )
+        out.add_row(
+            "§13.   ran / ran twice / ran early / submitted after their eta (not counted)",
+            f"{delayed['ran']:,} / {delayed['ran_twice']} / {delayed['early']} / {delayed['submitted_after_eta']}",
+        )
+        out.add_row(
+            f"§13.   worker peak RSS meanwhile (look-ahead {delayed['look_ahead_s']:g} s)",
+            f"{delayed['rss_peak_mb']:.0f} MB",
+        )
     return out
 
 

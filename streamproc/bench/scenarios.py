@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from streamproc.bench import monitor_load
+from streamproc.bench import delayed_load, monitor_load
 from streamproc.bench.harness import Runner, fill, percentile, scenario_topics, steady_rate, wait_until
 from streamproc.bench.runner import SLEEP_S, Spec
 from streamproc.producer import Producer
@@ -46,6 +46,8 @@ class Sizes:
     rss_drain: int  # records the worker finishes before its peak RSS is read
     monitor_s: float  # the live monitor's load run: how long
     monitor_rate: int  # status records/s written meanwhile (SPEC §10: 50,000)
+    delayed: int  # delayed tasks (SPEC §13: 100,000)…
+    delayed_spread_s: float  # …with etas spread over this long
 
 
 FULL = Sizes(
@@ -63,6 +65,8 @@ FULL = Sizes(
     rss_drain=300_000,
     monitor_s=60,
     monitor_rate=50_000,
+    delayed=100_000,
+    delayed_spread_s=600,
 )
 QUICK = Sizes(
     noop_backlog=60_000,
@@ -79,6 +83,8 @@ QUICK = Sizes(
     rss_drain=2_000,
     monitor_s=5,
     monitor_rate=5_000,
+    delayed=2_000,
+    delayed_spread_s=10,
 )
 
 
@@ -267,3 +273,9 @@ async def live_monitor(bench: Bench) -> Figures:
     """SPEC §14: `streamproc web`'s update lag and RSS with 20 reporting workers and a stream of statuses."""
     async with bench.topics() as topology:
         return await monitor_load.run(bench.settings, topology, bench.sizes.monitor_s, bench.sizes.monitor_rate)
+
+
+async def delayed_tasks(bench: Bench) -> Figures:
+    """SPEC §13: how late delayed tasks run, and the worker's RSS, with many scheduled at once."""
+    async with bench.topics() as topology:
+        return await delayed_load.run(bench.settings, topology, bench.sizes.delayed, bench.sizes.delayed_spread_s)

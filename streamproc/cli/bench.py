@@ -35,6 +35,10 @@ def _steps(bench: scenarios.Bench) -> tuple[tuple[str, str], ...]:
             f"§14: streamproc web's update lag, 20 workers reporting and {bench.sizes.monitor_rate:,} statuses/s "
             f"for {bench.sizes.monitor_s:g} s",
         ),
+        (
+            "delayed",
+            f"§13: {bench.sizes.delayed:,} delayed tasks over {bench.sizes.delayed_spread_s:g} s: lateness, worker RSS",
+        ),
     )
 
 
@@ -47,6 +51,7 @@ RUN = {
     "results": scenarios.result_latency,
     "view": scenarios.status_view,
     "monitor": scenarios.live_monitor,
+    "delayed": scenarios.delayed_tasks,
 }
 
 

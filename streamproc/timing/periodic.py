@@ -24,16 +24,16 @@ from croniter import croniter
 from croniter.croniter import CroniterError
 
 from streamproc.errors import StreamprocError
+from streamproc.timing.schedule_record import PERIODIC_PREFIX
 
 CatchUp = Literal["none", "last"]
 CATCH_UPS: tuple[str, ...] = get_args(CatchUp)
 DEFAULT_GRACE = timedelta(seconds=60)  # longer than a failover after a SIGKILL (session timeout + rebalance)
-STATE_PREFIX = "periodic:"  # a schedule's state record on `<prefix>.schedules` is keyed `periodic:<name>`
 
 
 def state_key(name: str) -> str:
     """The key of a schedule's state record (the delayed-task scheduler ignores keys with this prefix)."""
-    return STATE_PREFIX + name
+    return PERIODIC_PREFIX + name
 
 
 def stable_hash(name: str) -> int:

@@ -60,7 +60,11 @@ def test_quick_bench_runs_every_scenario_and_writes_the_ratios(
     assert monitor["view_statuses"] > 0
     assert monitor["rss_before_mb"] > 0 and 0 < monitor["rss_end_mb"] <= monitor["rss_hwm_mb"]
     assert monitor["rss_samples_mb"] and monitor["rss_peak_sampled_mb"] > 0
+    delayed = scenarios["delayed"]
+    assert delayed["ran"] == QUICK.delayed and delayed["ran_twice"] == 0 and delayed["early"] == 0
+    assert 0 <= delayed["lateness_p50_ms"] <= delayed["lateness_p99_ms"] <= delayed["lateness_max_ms"]
+    assert delayed["rss_peak_mb"] > 0
     ratios = document["ratios"]
-    assert len(ratios) == 15
+    assert len(ratios) == 16
     for ratio in ratios:
         assert {"figure", "value", "target", "at_least", "met"} <= ratio.keys()
