@@ -34,6 +34,7 @@ from aiokafka.errors import KafkaError
 
 from streamproc import backoff, lenient_decoding
 from streamproc.acked import AckedWriter
+from streamproc.errors import StreamprocError
 from streamproc.settings import KafkaSettings
 from streamproc.timing.due import LookAhead
 from streamproc.timing.schedule_record import Entry, Junk, Tombstone, parse
@@ -89,7 +90,7 @@ class Scheduler:
         while not self._stopping.is_set():
             try:
                 await self._session()
-            except (KafkaError, OSError) as exc:
+            except (KafkaError, OSError, StreamprocError) as exc:  # an outage; a setting the worker reports too
                 log.warning("the scheduler lost the broker; trying again", error=str(exc) or type(exc).__name__)
             except Exception:  # a bug here must not end the worker's process
                 log.exception("the scheduler failed; starting it again")
