@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from streamproc.lifecycle.status import TaskState, TaskStatus
     from streamproc.producer import Producer
     from streamproc.sync_producer import SyncProducer
+    from streamproc.workflows.canvas import Signature, chain, chord, group
+    from streamproc.workflows.handle import WorkflowHandle
 
 __version__ = "0.1.0"
 
@@ -32,11 +34,17 @@ _HOMES = {
     "TaskStatus": "streamproc.lifecycle.status",
     "Producer": "streamproc.producer",
     "SyncProducer": "streamproc.sync_producer",
+    "Signature": "streamproc.workflows.canvas",
+    "chain": "streamproc.workflows.canvas",
+    "chord": "streamproc.workflows.canvas",
+    "group": "streamproc.workflows.canvas",
+    "WorkflowHandle": "streamproc.workflows.handle",
 }
 __all__ = [
     "App",
     "PermanentError",
     "Producer",
+    "Signature",
     "SyncProducer",
     "Task",
     "TaskCancelled",
@@ -45,7 +53,11 @@ __all__ = [
     "TaskHandle",
     "TaskState",
     "TaskStatus",
+    "WorkflowHandle",
     "__version__",
+    "chain",
+    "chord",
+    "group",
 ]
 
 

@@ -23,6 +23,7 @@ from streamproc.ratelimit import RateLimit
 
 if TYPE_CHECKING:  # imported when a schedule is declared: croniter costs an import only then
     from streamproc.timing.periodic import Periodic
+    from streamproc.workflows.canvas import Signature
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -90,6 +91,13 @@ class Task(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"Task({self.name!r})"
+
+    def s(self, payload: BaseModel | Mapping[str, Any] | None = None) -> Signature:
+        """A signature of this task with `payload`'s fields fixed, for `chain`, `group` and `chord`
+        (SPEC §13); a chain step's other fields come from the previous step's result."""
+        from streamproc.workflows.canvas import Signature
+
+        return Signature.of(self, payload)
 
     def decode(self, value: bytes | None) -> BaseModel | dict[str, Any]:
         """The payload of a record's value; `PoisonRecord` for a value no attempt can accept."""
@@ -172,6 +180,12 @@ class App:
             return task
 
         return register
+
+    def signature(self, name: str, payload: BaseModel | Mapping[str, Any] | None = None) -> Signature:
+        """`task.s(payload)` by task name: typed (checked in chains) when `name` is registered here."""
+        from streamproc.workflows.canvas import Signature
+
+        return Signature.of(self.tasks.get(name, name), payload)
 
     def periodic(
         self,

@@ -41,6 +41,10 @@ VALUE_DROPPED = "value-dropped"  # DLQ records too large to copy: the size in by
 RUN_AT = "run-at"  # a delayed task: when it falls due, ms since epoch (kept on the intake record it becomes)
 PERIODIC = "periodic"  # a periodic task's run: the schedule's name
 SLOT = "slot"  # a periodic task's run: the slot it fires for, ms since epoch
+# Workflows (SPEC §13): chain steps, group and chord members (`workflows.wire` says what they hold).
+ROOT_ID = "root-id"  # the workflow's id: cancelling it cancels every step or member not started yet
+PARENT_ID = "parent-id"  # a chain step's previous step
+WORKFLOW = "workflow"  # compact JSON: what comes after this step or member
 
 DLQ_REASONS = (
     "retries_exhausted",

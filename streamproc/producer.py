@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self, overload
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
@@ -43,6 +43,10 @@ from streamproc.lifecycle.status import TaskState, TaskStatus, status_partition
 from streamproc.settings import KafkaSettings, Settings
 from streamproc.timing.schedule_record import delayed_until, schedule_headers
 from streamproc.topology import Topology, load_topology
+from streamproc.workflows.canvas import Chain, Chord, Group, Signature
+
+if TYPE_CHECKING:
+    from streamproc.workflows.handle import WorkflowHandle
 
 DEFAULT_MAX_REQUEST_SIZE = 1_048_576  # aiokafka's default, and about the broker's default message.max.bytes
 DEFAULT_PRIORITY = "normal"
@@ -160,10 +164,21 @@ class Producer:
     ) -> None:
         await self.stop()
 
+    @overload
     async def submit(
         self,
-        task: str | Task[Any, Any],
-        payload: Payload,
+        task: Chain | Group | Chord,
+        payload: None = None,
+        *,
+        priority: str | None = None,
+        traceparent: str | None = None,
+    ) -> WorkflowHandle: ...
+
+    @overload
+    async def submit(
+        self,
+        task: str | Task[Any, Any] | Signature,
+        payload: Payload | None = None,
         *,
         priority: str | None = None,
         key: str | bytes | None = None,
@@ -171,7 +186,20 @@ class Producer:
         idempotency_key: str | None = None,
         countdown: float | None = None,
         eta: datetime | None = None,
-    ) -> TaskHandle:
+    ) -> TaskHandle: ...
+
+    async def submit(
+        self,
+        task: str | Task[Any, Any] | Signature | Chain | Group | Chord,
+        payload: Payload | None = None,
+        *,
+        priority: str | None = None,
+        key: str | bytes | None = None,
+        traceparent: str | None = None,
+        idempotency_key: str | None = None,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+    ) -> TaskHandle | WorkflowHandle:
         """Send one task and wait until the broker has it; returns its `TaskHandle` (id: a UUID4).
 
         With a `Task` the payload is validated against its model first; a bad payload, an unknown
@@ -188,7 +216,23 @@ class Producer:
         in the same key lane as the first and the SPEC §12 rule skips it once the first succeeded.
         Its handle's `topic` and `partition` are the intake topic and partition it will be sent
         to; its `offset` is None (its intake record does not exist yet).
+
+        Workflows (SPEC §13): a `Signature` (`task.s(payload)`) is submitted as its task and fixed
+        payload; a `chain`, `group` or `chord` (no payload, key, idempotency key nor delay) returns
+        a `WorkflowHandle` once its first records are durable (`workflows.submitting`).
         """
+        if isinstance(task, Chain | Group | Chord):
+            if payload is not None or key is not None or idempotency_key is not None or countdown or eta:
+                raise StreamprocError("a chain, group or chord takes only priority= and traceparent=")
+            from streamproc.workflows.submitting import submit_workflow
+
+            return await submit_workflow(self, task, priority=priority, traceparent=traceparent)
+        if isinstance(task, Signature):
+            if payload is not None:
+                raise StreamprocError(f"signature {task.name!r} carries its payload: submit(signature) takes none")
+            payload, task = task.payload, (task.task or task.name)
+        if payload is None:
+            raise StreamprocError(f"submit({task!r}, payload): a task needs its payload")
         due_ms = delayed_until(countdown, eta)
         resolved = resolve_priority(self.topology, priority)
         topic = self.topology.intake_topic(resolved)
@@ -312,13 +356,18 @@ class Producer:
 
     async def cancel(self, task_id: str) -> TaskStatus:
         """Cancel a task: once this returns it never starts on any worker (SPEC §12). Returns the
-        task's status before the cancel: a terminal one means it had already finished and nothing
-        was done; otherwise the cancel is recorded and the task's status is now `cancelled`."""
+        task's status before the cancel: a terminal one means it had already finished (for a
+        `succeeded` one the cancel is still recorded, since a workflow's steps and members not
+        started yet carry its id as their `root-id`: SPEC §13); otherwise the cancel is recorded
+        and the task's status is now `cancelled`."""
         before = await self.status(task_id)
-        if before.state.terminal:
+        # A workflow's root id that succeeded (a chain's first step) still cancels the steps after it.
+        if before.state.terminal and before.state is not TaskState.SUCCEEDED:
             return before
         kafka = await self._ready(self.lifecycle.control_topic)
         await (await kafka.send(self.lifecycle.control_topic, cancel_value(task_id), key=task_id.encode()))
+        if before.state is TaskState.SUCCEEDED:
+            return before  # its own status stays: it did succeed
         if await self._exists(self.topology.schedules_topic):  # a delayed task's schedule: it never fires
             await (await kafka.send(self.topology.schedules_topic, None, key=task_id.encode()))
         # Its status partition follows its intake partition, which an id alone does not tell: all of

@@ -22,16 +22,19 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from streamproc.acked import TOO_LARGE, AckedWriter
 from streamproc.app import Task
-from streamproc.envelope import Envelope, failure_headers, own_headers
+from streamproc.envelope import WORKFLOW, Envelope, failure_headers, own_headers
 from streamproc.execution import Outcome, Result
 from streamproc.retry import RetryPolicy
 from streamproc.topology import Topology
+
+if TYPE_CHECKING:
+    from streamproc.workflows.continuation import WorkflowContinuation
 
 log = structlog.get_logger("streamproc.task")
 
@@ -68,14 +71,31 @@ def _now_ms() -> int:
 class OutcomeRouter:
     """Makes each outcome durable before the worker marks the task's offset finished."""
 
-    def __init__(self, writer: AckedWriter, topology: Topology, tasks: Mapping[str, Task[Any, Any]]) -> None:
+    def __init__(
+        self,
+        writer: AckedWriter,
+        topology: Topology,
+        tasks: Mapping[str, Task[Any, Any]],
+        continuation: WorkflowContinuation | None = None,
+    ) -> None:
+        self._continuation = continuation  # a workflow's next step, durable before the offset finishes
         self._policy = RetryPolicy(topology)
         self._dlq = topology.dlq_topic
         self._tasks = tasks
         self._writer = writer
         self._log_successes = log.is_enabled_for(logging.DEBUG)  # logging is configured before workers start
 
+    async def stop(self) -> None:
+        if self._continuation is not None:
+            await self._continuation.stop()
+
     async def route(self, envelope: Envelope, outcome: Outcome) -> Routed:
+        routed = await self._route(envelope, outcome)
+        if self._continuation is not None and WORKFLOW in envelope.headers:
+            await self._continuation.after(envelope, outcome, routed)  # SPEC §13: the next step, or the end
+        return routed
+
+    async def _route(self, envelope: Envelope, outcome: Outcome) -> Routed:
         if outcome.result is Result.SUCCEEDED:
             if self._log_successes:  # spare the hot path the fields nobody logs
                 log.debug("task succeeded", **_task_fields(envelope, outcome))

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, overload
 
 from streamproc.app import Task
 from streamproc.errors import StreamprocError
@@ -33,6 +33,8 @@ from streamproc.lifecycle.status import TaskStatus
 from streamproc.producer import DEFAULT_MAX_REQUEST_SIZE, Payload, Producer
 from streamproc.settings import KafkaSettings, Settings
 from streamproc.topology import Topology, load_topology
+from streamproc.workflows.canvas import Chain, Chord, Group, Signature
+from streamproc.workflows.handle import SyncWorkflowHandle
 
 T = TypeVar("T")
 
@@ -105,10 +107,21 @@ class SyncProducer:
     ) -> None:
         self.close()
 
+    @overload
     def submit(
         self,
-        task: str | Task[Any, Any],
-        payload: Payload,
+        task: Chain | Group | Chord,
+        payload: None = None,
+        *,
+        priority: str | None = None,
+        traceparent: str | None = None,
+    ) -> SyncWorkflowHandle: ...
+
+    @overload
+    def submit(
+        self,
+        task: str | Task[Any, Any] | Signature,
+        payload: Payload | None = None,
         *,
         priority: str | None = None,
         key: str | bytes | None = None,
@@ -116,12 +129,33 @@ class SyncProducer:
         idempotency_key: str | None = None,
         countdown: float | None = None,
         eta: datetime | None = None,
-    ) -> SyncTaskHandle:
+    ) -> SyncTaskHandle: ...
+
+    def submit(
+        self,
+        task: str | Task[Any, Any] | Signature | Chain | Group | Chord,
+        payload: Payload | None = None,
+        *,
+        priority: str | None = None,
+        key: str | bytes | None = None,
+        traceparent: str | None = None,
+        idempotency_key: str | None = None,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+    ) -> SyncTaskHandle | SyncWorkflowHandle:
         """`Producer.submit`, blocking until the broker has the task; returns its handle. `countdown`
-        or `eta` delay it (SPEC §13, see `Producer.submit`)."""
+        or `eta` delay it (SPEC §13, see `Producer.submit`); a chain, group or chord returns a
+        `SyncWorkflowHandle`."""
+        if isinstance(task, Chain | Group | Chord):
+            workflow = task
+            if payload is not None:
+                raise StreamprocError("a chain, group or chord takes only priority= and traceparent=")
+            flow = self._call(lambda p: p.submit(workflow, priority=priority, traceparent=traceparent))
+            return SyncWorkflowHandle(flow, self._call)
+        single = task
         handle = self._call(
             lambda p: p.submit(
-                task,
+                single,
                 payload,
                 priority=priority,
                 key=key,

@@ -62,6 +62,7 @@ from streamproc.scheduling import Job
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
 from streamproc.worker_config import WorkerConfig
+from streamproc.workflows.continuation import WorkflowContinuation
 
 log = structlog.get_logger("streamproc.worker")
 METADATA_MAX_AGE_MS = 15_000
@@ -93,7 +94,9 @@ class Worker:
         self._settings = settings
         self._executor = Executor(app, threads=config.sync_threads)
         self._writer = AckedWriter(settings)
-        self._router = OutcomeRouter(self._writer, topology, app.tasks)
+        self._router = OutcomeRouter(
+            self._writer, topology, app.tasks, WorkflowContinuation(settings, topology, self._writer)
+        )
         self._lifecycle = TaskLifecycle(settings, topology, app.tasks, self._writer, statuses=config.statuses)
         self._handlers = RunningHandlers(self._executor)
         self._lifecycle.on_cancel = self._handlers.cancel
@@ -203,6 +206,7 @@ class Worker:
             self._consumer = None
             await consumer.stop()
             await self._lifecycle.stop()
+            await self._router.stop()
             await self._writer.stop()  # after the release, whose running tasks route their outcomes
             self._executor.close()
 

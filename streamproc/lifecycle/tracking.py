@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streamproc.acked import AckedWriter
 from streamproc.app import Task
 from streamproc.commits import Inherited
-from streamproc.envelope import ORIGINAL_PARTITION, Envelope, cap_error_message, int_header
+from streamproc.envelope import ORIGINAL_PARTITION, ROOT_ID, Envelope, cap_error_message, int_header
 from streamproc.execution import Outcome, Result
 from streamproc.lifecycle import restore
 from streamproc.lifecycle.cancel_follower import CancelFollower
@@ -89,8 +89,9 @@ class TaskLifecycle:
 
     def verdict(self, envelope: Envelope) -> Result | None:
         """CANCELLED or SKIPPED (see the module docstring) for a task that must not run, else None."""
-        task_id = envelope.task_id
-        if task_id in self._cancels.cancelled:
+        task_id, cancelled = envelope.task_id, self._cancels.cancelled
+        # A workflow's step or member is cancelled by its root's id too (SPEC §13, `workflows.wire`).
+        if cancelled and (task_id in cancelled or envelope.headers.get(ROOT_ID) in cancelled):
             return Result.CANCELLED
         succeeded_at = self._succeeded.get(task_id)
         if succeeded_at is None:

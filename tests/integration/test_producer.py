@@ -142,7 +142,7 @@ async def test_max_request_size_is_configurable(kafka_settings: KafkaSettings, a
 
 async def test_payload_must_be_a_json_object(producer: Producer) -> None:
     with pytest.raises(StreamprocError, match="must be a mapping or a pydantic model"):
-        await producer.submit("noop", [1, 2])  # type: ignore[arg-type]
+        await producer.submit("noop", [1, 2])  # type: ignore[call-overload]
     with pytest.raises(StreamprocError, match="not JSON-serialisable"):
         await producer.submit("noop", {"when": object()})
 
