@@ -28,9 +28,10 @@ from streamproc.admin import admin_client, committed_with_metadata, topic_partit
 from streamproc.dead_letters import NO_TASK, DeadLetter, LetterRef, Selection
 from streamproc.envelope import PRIORITY, replay_headers
 from streamproc.errors import StreamprocError
-from streamproc.producer import Producer, resolve_priority
+from streamproc.producer import Producer
 from streamproc.replay_ledger import PartitionLedger, default_replay_group, load_ledger, replayed_positions
 from streamproc.settings import KafkaSettings
+from streamproc.submission import resolve_priority
 from streamproc.topology import Topology
 
 MAX_METADATA_BYTES = 4096  # the broker's `offset.metadata.max.bytes` default

@@ -18,80 +18,37 @@ import asyncio
 import dataclasses
 import os
 import time
-import uuid
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, overload
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
-from pydantic import BaseModel
-from pydantic_core import PydanticSerializationError, to_json
 
 from streamproc import backoff
 from streamproc.app import Task
-from streamproc.envelope import RUN_AT, Headers, task_headers
+from streamproc.envelope import Headers
 from streamproc.errors import StreamprocError
 from streamproc.lifecycle.client import LifecycleClient, result_of
 from streamproc.lifecycle.control import cancel_value
 from streamproc.lifecycle.handle import TaskHandle
-from streamproc.lifecycle.identity import idempotent_task_id, payload_key
 from streamproc.lifecycle.status import TaskState, TaskStatus, status_partition
 from streamproc.settings import KafkaSettings, Settings
+from streamproc.submission import (
+    DEFAULT_MAX_REQUEST_SIZE,
+    Payload,
+    TaskRecord,
+    check_size,
+    prepare_record,
+    resolve_priority,
+)
 from streamproc.timing.schedule_record import delayed_until, schedule_headers
 from streamproc.topology import Topology, load_topology
 from streamproc.workflows.canvas import Chain, Chord, Group, Signature
 
 if TYPE_CHECKING:
     from streamproc.workflows.handle import WorkflowHandle
-
-DEFAULT_MAX_REQUEST_SIZE = 1_048_576  # aiokafka's default, and about the broker's default message.max.bytes
-DEFAULT_PRIORITY = "normal"
-
-Payload = BaseModel | Mapping[str, Any]
-
-
-def resolve_priority(topology: Topology, priority: str | None) -> str:
-    """The priority to submit at: the given one if declared; by default `normal`, else the lowest."""
-    if priority is None:
-        return DEFAULT_PRIORITY if DEFAULT_PRIORITY in topology.priorities else topology.priorities[-1]
-    if priority not in topology.priorities:
-        raise StreamprocError(f"unknown priority {priority!r}: the priorities are {', '.join(topology.priorities)}")
-    return priority
-
-
-def encode_payload(task: str | Task[Any, Any], payload: Payload) -> bytes:
-    """The record value: validated by the handler's model for a `Task`, plain JSON for a task name."""
-    name = task.name if isinstance(task, Task) else task
-    if not isinstance(payload, BaseModel | Mapping):
-        raise StreamprocError(
-            f"payload for task {name!r} must be a mapping or a pydantic model, not {type(payload).__name__}"
-        )
-    try:
-        if isinstance(task, Task):
-            return task.encode(payload)
-        if isinstance(payload, BaseModel):
-            return payload.model_dump_json().encode()
-        return to_json(dict(payload))
-    except (TypeError, ValueError, PydanticSerializationError) as exc:
-        raise StreamprocError(f"payload for task {name!r} is not JSON-serialisable: {exc}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class _Record:
-    """One task ready to send: validated, encoded and measured."""
-
-    task_id: str
-    task: str
-    value: bytes
-    key: bytes | None
-    headers: Headers
-    returns: type[BaseModel] | None
-    cache_ttl: float | None = None  # a cached task's (its id comes from its payload)
-    idempotent: bool = False  # its id comes from an idempotency key or its payload
 
 
 class Producer:
@@ -236,7 +193,16 @@ class Producer:
         due_ms = delayed_until(countdown, eta)
         resolved = resolve_priority(self.topology, priority)
         topic = self.topology.intake_topic(resolved)
-        record = self._prepare(task, payload, resolved, key, traceparent, idempotency_key, due_ms=due_ms)
+        record = prepare_record(
+            task,
+            payload,
+            resolved,
+            key,
+            traceparent,
+            idempotency_key,
+            due_ms=due_ms,
+            max_request_size=self.max_request_size,
+        )
         kafka = await self._ready(topic)
         partition = await self._partition(kafka, topic, record.key)
         if record.idempotent and (earlier := await self._earlier(record, topic, partition)) is not None:
@@ -246,7 +212,7 @@ class Producer:
             await self._ready(schedules)
             headers = schedule_headers(record.headers, due_ms, topic, partition, record.key)
             scheduled = dataclasses.replace(record, key=record.task_id.encode(), headers=headers)
-            self._check_size(scheduled)
+            check_size(scheduled, self.max_request_size)
             [handle] = await self._send(kafka, schedules, [(scheduled, partition)], intake=topic)
             return handle
         [handle] = await self._send(kafka, topic, [(record, partition)])
@@ -270,14 +236,19 @@ class Producer:
         """
         resolved = resolve_priority(self.topology, priority)
         topic = self.topology.intake_topic(resolved)
-        records = [self._prepare(task, payload, resolved, key, traceparent, fresh_id=True) for payload in payloads]
+        records = [
+            prepare_record(
+                task, payload, resolved, key, traceparent, fresh_id=True, max_request_size=self.max_request_size
+            )
+            for payload in payloads
+        ]
         if not records:
             return []
         kafka = await self._ready(topic)
         return await self._send(kafka, topic, [(r, await self._partition(kafka, topic, r.key)) for r in records])
 
     async def _send(
-        self, kafka: Any, topic: str, records: list[tuple[_Record, int]], intake: str | None = None
+        self, kafka: Any, topic: str, records: list[tuple[TaskRecord, int]], intake: str | None = None
     ) -> list[TaskHandle]:
         """Send each record with its `pending` status first, and wait for every acknowledgement.
         With `intake` (a delayed task's), the records go to `topic` (the schedules) with the default
@@ -317,7 +288,7 @@ class Producer:
             for (record, partition), meta, pending_offset in zip(records, sent, pending_offsets, strict=True)
         ]
 
-    async def _earlier(self, record: _Record, topic: str, partition: int) -> TaskHandle | None:
+    async def _earlier(self, record: TaskRecord, topic: str, partition: int) -> TaskHandle | None:
         """The handle of the task already submitted under `record`'s id, if it still counts: any
         state for an idempotency key; for a cached task, a success within its `cache_ttl` or one not
         finished yet (a failure is never cached)."""
@@ -389,48 +360,6 @@ class Producer:
         kafka = await self._ready(topic)
         delivery: asyncio.Future[Any] = await kafka.send(topic, value, key=key, headers=headers)
         return delivery
-
-    def _prepare(
-        self,
-        task: str | Task[Any, Any],
-        payload: Payload,
-        priority: str,
-        key: str | bytes | None,
-        traceparent: str | None,
-        idempotency_key: str | None = None,
-        fresh_id: bool = False,
-        due_ms: int | None = None,
-    ) -> _Record:
-        name = task.name if isinstance(task, Task) else task
-        if not isinstance(name, str) or not name:
-            raise StreamprocError(f"a task name is a non-empty string, got {name!r}")
-        value = encode_payload(task, payload)
-        cache_ttl = task.cache_ttl if isinstance(task, Task) and not fresh_id else None
-        if idempotency_key is None and cache_ttl is not None:
-            idempotency_key = payload_key(value)
-        if idempotency_key is not None:
-            task_id = idempotent_task_id(name, idempotency_key)
-            key = idempotency_key if key is None else key  # duplicates share a partition, in key order
-        else:
-            task_id = str(uuid.uuid4())
-        if due_ms is not None and key is None:
-            key = task_id  # a second fire lands in the first's key lane (see `submit`)
-        key_bytes = key.encode() if isinstance(key, str) else key
-        headers = task_headers(name, task_id, time.time_ns() // 1_000_000, priority, traceparent=traceparent)
-        if due_ms is not None:
-            headers.append((RUN_AT, str(due_ms).encode()))
-        returns = task.returns if isinstance(task, Task) else None
-        record = _Record(task_id, name, value, key_bytes, headers, returns, cache_ttl, idempotency_key is not None)
-        self._check_size(record)
-        return record
-
-    def _check_size(self, record: _Record) -> None:
-        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, record.value, record.headers)
-        if size > self.max_request_size:
-            raise StreamprocError(
-                f"task {record.task!r} is too large: {size} bytes as a record, the limit is {self.max_request_size} "
-                "(max_request_size); store large data elsewhere and submit a reference to it"
-            )
 
     async def _exists(self, topic: str) -> bool:
         """Whether `topic` exists (a started client is needed)."""

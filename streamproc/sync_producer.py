@@ -30,8 +30,9 @@ from streamproc.app import Task
 from streamproc.errors import StreamprocError
 from streamproc.lifecycle.handle import TaskHandle
 from streamproc.lifecycle.status import TaskStatus
-from streamproc.producer import DEFAULT_MAX_REQUEST_SIZE, Payload, Producer
+from streamproc.producer import Producer
 from streamproc.settings import KafkaSettings, Settings
+from streamproc.submission import DEFAULT_MAX_REQUEST_SIZE, Payload
 from streamproc.topology import Topology, load_topology
 from streamproc.workflows.canvas import Chain, Chord, Group, Signature
 from streamproc.workflows.handle import SyncWorkflowHandle

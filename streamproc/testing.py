@@ -36,7 +36,7 @@ from streamproc.context import TaskContext
 from streamproc.envelope import Envelope, read_envelope, task_headers
 from streamproc.errors import StreamprocError
 from streamproc.execution import Executor, Result, task_context
-from streamproc.producer import encode_payload, resolve_priority
+from streamproc.submission import encode_payload, resolve_priority
 from streamproc.topology import Topology
 
 __all__ = ["Result", "TaskRun", "make_context", "run_task", "run_task_sync"]

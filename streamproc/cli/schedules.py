@@ -20,8 +20,8 @@ from rich.text import Text
 from streamproc.cli.options import BootstrapServers, TopicsFile
 from streamproc.errors import StreamprocError
 from streamproc.loading import load_app
-from streamproc.producer import resolve_priority
 from streamproc.settings import KafkaSettings
+from streamproc.submission import resolve_priority
 from streamproc.timing.periodic import Periodic, owner_partition
 from streamproc.timing.periodic_runner import iso, now_ms, read_states
 from streamproc.topology import Topology, load_topology

@@ -14,8 +14,9 @@ from streamproc.app import Task
 from streamproc.cli.options import BootstrapServers, TopicsFile
 from streamproc.errors import StreamprocError
 from streamproc.loading import load_app
-from streamproc.producer import Producer, encode_payload, resolve_priority
+from streamproc.producer import Producer
 from streamproc.settings import KafkaSettings
+from streamproc.submission import encode_payload, resolve_priority
 from streamproc.topology import load_topology
 
 console = Console()

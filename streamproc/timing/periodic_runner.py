@@ -45,8 +45,8 @@ from streamproc.errors import StreamprocError
 from streamproc.lifecycle.identity import idempotent_task_id
 from streamproc.lifecycle.reading import records_until
 from streamproc.lifecycle.status import TaskState, TaskStatus, status_partition
-from streamproc.producer import resolve_priority
 from streamproc.settings import KafkaSettings
+from streamproc.submission import resolve_priority
 from streamproc.timing.periodic import Periodic, due_slots, owner_partition, state_key
 from streamproc.topology import Topology
 from streamproc.worker import Worker

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from streamproc.envelope import ROOT_ID, WORKFLOW, Headers, task_headers
 from streamproc.lifecycle.handle import TaskHandle
 from streamproc.lifecycle.status import TaskState, TaskStatus, status_partition
-from streamproc.producer import _Record, encode_payload, resolve_priority
+from streamproc.submission import TaskRecord, check_size, encode_payload, resolve_priority
 from streamproc.workflows import wire
 from streamproc.workflows.canvas import Chain, Chord, Group, Signature, Workflow
 from streamproc.workflows.handle import WorkflowHandle
@@ -77,7 +77,7 @@ async def _group(
     size = len(group.members)
     ids = [wire.member_id(group_id, i) for i in range(size)]
     shared = await producer._partition(kafka, topic, group_id.encode()) if callback is not None else None
-    records: list[tuple[_Record, int]] = []
+    records: list[tuple[TaskRecord, int]] = []
     for index, (sig, task_id) in enumerate(zip(group.members, ids, strict=True)):
         partition = shared if shared is not None else await producer._partition(kafka, topic, task_id.encode())
         if callback is not None:
@@ -97,12 +97,12 @@ async def _group(
 
 def _record(
     producer: Producer, sig: Signature, task_id: str, priority: str, traceparent: str | None, extra: Headers
-) -> _Record:
+) -> TaskRecord:
     """A first record: validated (a registered task's model), keyed by its id, measured."""
     value = encode_payload(sig.task if sig.task is not None else sig.name, sig.payload)
     headers = task_headers(sig.name, task_id, _now_ms(), priority, traceparent=traceparent) + extra
-    record = _Record(task_id, sig.name, value, task_id.encode(), headers, _returns(sig))
-    producer._check_size(record)
+    record = TaskRecord(task_id, sig.name, value, task_id.encode(), headers, _returns(sig))
+    check_size(record, producer.max_request_size)
     return record
 
 
