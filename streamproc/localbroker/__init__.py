@@ -90,6 +90,18 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id that the storage tool's argument parser accepts.
+
+    One id in 64 would start with "-" and be read as an option; Kafka's own `Uuid.randomUuid`
+    draws again in that case, and so does this.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 @dataclass(frozen=True)
 class StartResult:
     pid: int
@@ -245,8 +257,7 @@ class LocalBroker:
     def _format_storage(self, java: str, config: Path, secure: bool) -> None:
         if (self._data_dir(secure) / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        args = ["format", "-t", cluster_id, "-c", str(config)]
+        args = ["format", "-t", new_cluster_id(), "-c", str(config)]
         if secure:
             args += ["--add-scram", f"{SASL_MECHANISM}=[name={SASL_USERNAME},password={self.sasl_password()}]"]
         proc = subprocess.run(
