@@ -400,7 +400,7 @@ class Worker:
         A partition is fetched only once it has a tracker, so none is fetched before its map is read."""
         new = [tp for tp in assigned if tp not in self._offsets]
         done = await commits.inherited(self._consumer, new) if new and self._consumer is not None else {}
-        await self._lifecycle.restore(done)  # what succeeded after a crashed owner's last commit
+        await self._lifecycle.restore(new, done)  # what the previous owners finished
         for tp in new:
             self._offsets[tp] = PartitionOffsets(done[tp].finished if tp in done else ())
         self._joined.set()

@@ -45,6 +45,14 @@ def worker(
     shutdown_timeout: Annotated[
         float, typer.Option("--shutdown-timeout", min=0, help="Seconds running tasks get to finish on stop.")
     ] = _DEFAULTS.shutdown_timeout,
+    commit_interval: Annotated[
+        float,
+        typer.Option(
+            "--commit-interval",
+            min=0.05,
+            help="Seconds between offset commits: about what a SIGKILL makes run again without statuses.",
+        ),
+    ] = _DEFAULTS.commit_interval,
     reserved_slots: Annotated[
         int | None,
         typer.Option(
@@ -93,6 +101,7 @@ def worker(
         prefetch=prefetch,
         ordering=ordering,
         shutdown_timeout=shutdown_timeout,
+        commit_interval=commit_interval,
         reserved_slots=reserved_slots,
         max_uncommitted=max_uncommitted,
         sync_threads=sync_threads,

@@ -2,7 +2,7 @@
 
 - Before a task runs, `verdict` says whether to run it: not when it was cancelled (the control
   topic, read whole before the first task), nor when its id already succeeded (a duplicate submit,
-  an idempotency key, or work a crashed worker finished after its last commit: `restore`), within
+  an idempotency key, or work the previous owner of the partition finished: `restore`), within
   the status TTL, or within the task's `cache_ttl` when it has one.
 - After its outcome is routed, `record` writes its status (`succeeded` with the result,
   `retrying`, `dead`, `cancelled`) and calls back once the broker has it (`status_batches`), so
@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -139,13 +139,17 @@ class TaskLifecycle:
         """Return once every status written so far is acknowledged (a release commits after it)."""
         await self._batches.settled()
 
-    async def restore(self, commits: Mapping[TopicPartition, Inherited]) -> None:
-        """Remember the ids that succeeded after the last non-final commits of intake partitions."""
+    async def restore(self, adopted: Iterable[TopicPartition], commits: Mapping[TopicPartition, Inherited]) -> None:
+        """Remember the ids that succeeded on the intake partitions just `adopted` before their last
+        commits (`commits`) or, for those without one, before now (see `restore`)."""
+        now_ms = time.time_ns() // 1_000_000
         since: dict[int, int] = {}
-        for tp, commit in commits.items():
-            if tp.topic in self._restorable and commit.at_ms is not None and not commit.final:
+        for tp in adopted:
+            if tp.topic in self._restorable:
+                commit = commits.get(tp)
+                at_ms = commit.at_ms if commit is not None and commit.at_ms is not None else now_ms
                 partition = status_partition(tp.partition, self._partitions)
-                since[partition] = min(since.get(partition, commit.at_ms), commit.at_ms)
+                since[partition] = min(since.get(partition, at_ms), at_ms)
         if since and self._restorer is not None:
             for task_id, status in (await restore.succeeded_since(self._restorer, self._topic, since)).items():
                 self._remember(task_id, status.at_ms)
