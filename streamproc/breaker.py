@@ -1,4 +1,4 @@
-"""The circuit breaker of one task name (SPEC §5).
+"""The circuit breakers of the tasks that have one (SPEC §5), one per task name.
 
 Closed, it lets every call through and counts consecutive failures; at `failure_threshold` it
 opens: for `reset_timeout` seconds no call is allowed (the worker defers those tasks to the
@@ -12,7 +12,15 @@ or a dead task (a `PermanentError` or a bad payload: the handler answered) count
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from enum import Enum
+from typing import Any
+
+from streamproc.app import Task
+from streamproc.envelope import Envelope
+from streamproc.execution import Outcome, Result
 
 
 class CircuitOpen(Exception):
@@ -65,3 +73,38 @@ class CircuitBreaker:
         """A permitted call ended without a result (cancelled at revocation): the next call may probe."""
         if permit is Permit.PROBE:
             self._probing = False
+
+
+class Circuits:
+    """The breakers of `tasks` with a `failure_threshold`, around the calls of their handlers."""
+
+    def __init__(self, tasks: Mapping[str, Task[Any, Any]]) -> None:
+        self._breakers = {
+            name: CircuitBreaker(task.failure_threshold, task.reset_timeout)
+            for name, task in tasks.items()
+            if task.failure_threshold is not None
+        }
+
+    def states(self) -> dict[str, bool]:
+        """Each task with a circuit breaker: whether its circuit is open (or half-open)."""
+        return {task: breaker.is_open for task, breaker in self._breakers.items()}
+
+    async def call(self, envelope: Envelope, run: Callable[[], Awaitable[Outcome]]) -> Outcome:
+        """`run()`'s outcome, unless the task's circuit is open: then it is deferred, `run` not called."""
+        # An unreadable record is dead on arrival, never deferred by its task's circuit.
+        breaker = self._breakers.get(envelope.task or "") if envelope.undecodable is None else None
+        if breaker is None:
+            return await run()
+        permit = breaker.allow(time.monotonic())
+        if permit is Permit.DENY:
+            return Outcome(Result.DEFERRED, 0.0, CircuitOpen(f"the circuit of task {envelope.task!r} is open"))
+        try:
+            outcome = await run()
+        except asyncio.CancelledError:
+            breaker.abandon(permit)
+            raise
+        if outcome.result is Result.CANCELLED:
+            breaker.abandon(permit)  # a cancel says nothing about the task's health
+        else:
+            breaker.record(permit, outcome.result is not Result.FAILED, time.monotonic())
+        return outcome

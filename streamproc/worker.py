@@ -45,11 +45,11 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from streamproc import backoff, commits
 from streamproc.acked import AckedWriter
 from streamproc.app import App
-from streamproc.breaker import CircuitBreaker, CircuitOpen, Permit
+from streamproc.breaker import Circuits
 from streamproc.buffers import Buffers
 from streamproc.envelope import Envelope
 from streamproc.errors import StreamprocError
-from streamproc.execution import Executor, Outcome, Result
+from streamproc.execution import Executor, Outcome
 from streamproc.hooks import TaskHooks
 from streamproc.lag import owned_lag
 from streamproc.lenient_decoding import install as install_lenient_decoding
@@ -65,7 +65,6 @@ from streamproc.worker_config import WorkerConfig
 from streamproc.workflows.continuation import WorkflowContinuation
 
 log = structlog.get_logger("streamproc.worker")
-METADATA_MAX_AGE_MS = 15_000
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -106,13 +105,9 @@ class Worker:
         self._scheduler = self._buffers.scheduler
         specs = topology.topics()
         self._limiters = {name: RateLimiter(task.rate_limit) for name, task in app.tasks.items() if task.rate_limit}
-        self._breakers = {
-            name: CircuitBreaker(task.failure_threshold, task.reset_timeout)
-            for name, task in app.tasks.items()
-            if task.failure_threshold is not None
-        }
-        # The longest time fetching may pause while every buffer is full: a task's timeout, or a
-        # tier's delay when only tier partitions are assigned.
+        self._circuits = Circuits(app.tasks)
+        # The longest time fetching may pause while every buffer is full (a task's timeout, or a
+        # tier's delay when only tier partitions are assigned): the consumer's poll interval covers it.
         self._longest_wait_s = max(
             [task.timeout for task in app.tasks.values()] + [(spec.delay_ms or 0) / 1000 for spec in specs]
         )
@@ -158,7 +153,7 @@ class Worker:
 
     def circuits(self) -> dict[str, bool]:
         """Each task with a circuit breaker: whether its circuit is open (or half-open) here."""
-        return {task: breaker.is_open for task, breaker in self._breakers.items()}
+        return self._circuits.states()
 
     async def lag(self) -> dict[TopicPartition, int]:
         """The unfinished work of each partition this worker owns (SPEC §7, `lag.owned_lag`); an
@@ -178,18 +173,8 @@ class Worker:
         """Consume until `stop()`, then drain, commit and leave the group."""
         install_lenient_decoding()  # a header key that is not UTF-8 must not wedge a partition
         backoff.install()  # an outage must not spin aiokafka's metadata waits
-        consumer = AIOKafkaConsumer(
-            **self._settings.client_kwargs(),
-            group_id=self.config.group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            # Revocation may wait this long for running tasks (KAFKA-NOTES "Rebalances").
-            rebalance_timeout_ms=int((self.config.shutdown_timeout + 15) * 1000),
-            # Fetching waits while every buffer is full; see `_longest_wait_s`.
-            max_poll_interval_ms=int((max(300.0, self._longest_wait_s) + 60) * 1000),
-            # A declared topic deleted and created again is consumed within this (a rebalance follows).
-            metadata_max_age_ms=METADATA_MAX_AGE_MS,
-        )
+        group_kwargs = self.config.consumer_kwargs(self._longest_wait_s)
+        consumer = AIOKafkaConsumer(**self._settings.client_kwargs(), **group_kwargs)
         try:
             await self._writer.start()
             await consumer.start()
@@ -239,7 +224,7 @@ class Worker:
             self._room.clear()
             if assigned and not open_partitions:
                 # Every buffer is full: wait until a task starts. That takes at most
-                # `_longest_wait_s`, which max_poll_interval_ms covers, so the member stays in the group.
+                # `_longest_wait_s`, which the poll interval covers, so the member stays in the group.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
                         await self._room.wait()
@@ -358,26 +343,14 @@ class Worker:
 
     async def _attempt(self, envelope: Envelope) -> Outcome:
         """Run the task, unless its circuit is open: then it is deferred and its handler not called."""
-        # An unreadable record is dead on arrival, never deferred by its task's circuit.
-        breaker = self._breakers.get(envelope.task or "") if envelope.undecodable is None else None
-        permit = breaker.allow(time.monotonic()) if breaker else Permit.CALL
-        if permit is Permit.DENY:
-            return Outcome(Result.DEFERRED, 0.0, CircuitOpen(f"the circuit of task {envelope.task!r} is open"))
+        return await self._circuits.call(envelope, lambda: self._call(envelope))
+
+    async def _call(self, envelope: Envelope) -> Outcome:
         if self._lifecycle.tracks_started:
             await self._lifecycle.started(envelope)
         for hook in self._hooks:
             hook.task_started(envelope)
-        try:
-            outcome = await self._handlers.run(envelope)
-        except asyncio.CancelledError:
-            if breaker:
-                breaker.abandon(permit)
-            raise
-        if breaker and outcome.result is Result.CANCELLED:
-            breaker.abandon(permit)  # a cancel says nothing about the task's health
-        elif breaker:
-            breaker.record(permit, outcome.result is not Result.FAILED, time.monotonic())
-        return outcome
+        return await self._handlers.run(envelope)
 
     # commit
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from streamproc import offsetmap
 from streamproc.scheduling import Ordering
+
+METADATA_MAX_AGE_MS = 15_000
 
 
 @dataclass(frozen=True)
@@ -34,3 +37,17 @@ class WorkerConfig:
         if self.reserved_slots is not None:
             return min(self.reserved_slots, self.concurrency - 1)
         return max(1, self.concurrency // 64) if self.concurrency >= 8 else 0
+
+    def consumer_kwargs(self, longest_wait_s: float) -> dict[str, Any]:
+        """The group consumer's settings that follow from this config; `longest_wait_s` is the
+        longest the worker's fetching may pause while every buffer is full."""
+        return {
+            "group_id": self.group,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            # Revocation may wait this long for running tasks (KAFKA-NOTES "Rebalances").
+            "rebalance_timeout_ms": int((self.shutdown_timeout + 15) * 1000),
+            "max_poll_interval_ms": int((max(300.0, longest_wait_s) + 60) * 1000),
+            # A declared topic deleted and created again is consumed within this (a rebalance follows).
+            "metadata_max_age_ms": METADATA_MAX_AGE_MS,
+        }

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from streamproc.breaker import CircuitBreaker, Permit
+from streamproc import App
+from streamproc.breaker import CircuitBreaker, Circuits, Permit
+from streamproc.envelope import Envelope
+from streamproc.execution import Outcome, Result
 
 
 def opened(at: float = 0.0) -> CircuitBreaker:
@@ -52,3 +55,26 @@ def test_an_abandoned_probe_lets_the_next_call_probe() -> None:
     probe = breaker.allow(10.0)
     breaker.abandon(probe)
     assert breaker.allow(10.0) is Permit.PROBE
+
+
+async def test_circuits_defer_a_task_whose_circuit_opened_without_calling_its_handler() -> None:
+    app = App()
+
+    @app.task("fragile", failure_threshold=2, reset_timeout=60)
+    async def fragile(payload: dict[str, int]) -> None: ...
+
+    circuits = Circuits(app.tasks)
+    task = Envelope("t", 0, 7, None, b"{}", {}, "fragile", "id-1", 0, 1, "normal")
+    calls: list[str] = []
+
+    async def failing() -> Outcome:
+        calls.append("called")
+        return Outcome(Result.FAILED, 0.0, RuntimeError("down"))
+
+    assert [(await circuits.call(task, failing)).result for _ in range(3)] == [
+        Result.FAILED,
+        Result.FAILED,
+        Result.DEFERRED,
+    ]
+    assert calls == ["called", "called"]
+    assert circuits.states() == {"fragile": True}
