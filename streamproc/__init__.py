@@ -10,9 +10,9 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from streamproc.app import App, Task
+    from streamproc.app import App, Batch, Task
     from streamproc.context import TaskContext
-    from streamproc.errors import PermanentError, TaskCancelled, TaskFailed
+    from streamproc.errors import BatchFailed, PermanentError, TaskCancelled, TaskFailed
     from streamproc.lifecycle.handle import TaskHandle
     from streamproc.lifecycle.status import TaskState, TaskStatus
     from streamproc.producer import Producer
@@ -25,6 +25,8 @@ __version__ = "0.1.0"
 _HOMES = {
     "App": "streamproc.app",
     "Task": "streamproc.app",
+    "Batch": "streamproc.app",
+    "BatchFailed": "streamproc.errors",
     "TaskContext": "streamproc.context",
     "PermanentError": "streamproc.errors",
     "TaskCancelled": "streamproc.errors",
@@ -42,6 +44,8 @@ _HOMES = {
 }
 __all__ = [
     "App",
+    "Batch",
+    "BatchFailed",
     "PermanentError",
     "Producer",
     "Signature",

@@ -13,7 +13,7 @@ import inspect
 import json
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, get_args, get_origin, get_type_hints
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import from_json
@@ -31,6 +31,19 @@ R = TypeVar("R")
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_FAILURE_THRESHOLD = 5
 DEFAULT_RESET_TIMEOUT_S = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """`@app.task(..., batch=Batch(...))` (SPEC §15): the handler gets up to `max_size` items at once,
+    as soon as that many are fetched or `max_wait` seconds after the first of them."""
+
+    max_size: int = 500
+    max_wait: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.max_size < 1 or self.max_wait < 0:
+            raise StreamprocError(f"Batch needs max_size >= 1 and max_wait >= 0, got {self}")
 
 
 def _validation_summary(error: ValidationError) -> str:
@@ -52,7 +65,10 @@ class Task(Generic[P, R]):
         store_result: bool = True,
         track_started: bool = False,
         cache_ttl: float | None = None,
+        batch: Batch | None = None,
     ) -> None:
+        if batch is not None and (rate_limit or track_started):
+            raise StreamprocError(f"task {name!r}: a batch task takes neither rate_limit nor track_started")
         if cache_ttl is not None and cache_ttl <= 0:
             raise StreamprocError(f"task {name!r}: cache_ttl must be a positive number of seconds")
         if max_retries is not None and max_retries < 0:
@@ -64,7 +80,9 @@ class Task(Generic[P, R]):
         self.timeout = timeout
         self.max_retries = max_retries  # None: one retry per tier
         self.rate_limit = RateLimit.parse(rate_limit) if rate_limit else None
-        self.failure_threshold = failure_threshold
+        # A batch has no circuit breaker: a failing dependency fails whole batches, through the tiers.
+        self.failure_threshold = failure_threshold if batch is None else None
+        self.batch = batch
         self.reset_timeout = reset_timeout
         self.store_result = store_result  # the return value goes into the `succeeded` status
         self.track_started = track_started  # a `started` status before the handler is called
@@ -76,9 +94,14 @@ class Task(Generic[P, R]):
         self.wants_context = len(params) == 2
         hints = get_type_hints(fn)
         returns = hints.get("return")
+        annotation = hints.get(params[0].name, dict)
+        if batch is not None:  # (items: list[Model], contexts: list[TaskContext]) -> list of results or None
+            if get_origin(annotation) is not list or len(get_args(annotation)) != 1:
+                raise StreamprocError(f"task {name!r}: a batch handler takes list[Model] or list[dict]")
+            annotation = get_args(annotation)[0]
+            returns = get_args(returns)[0] if get_origin(returns) is list and get_args(returns) else None
         # A pydantic return type: `TaskHandle.result()` validates the stored result back into it.
         self.returns = returns if isinstance(returns, type) and issubclass(returns, BaseModel) else None
-        annotation = hints.get(params[0].name, dict)
         if annotation is dict or getattr(annotation, "__origin__", None) is dict:
             self.model: type[BaseModel] | None = None
         elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -150,6 +173,7 @@ class App:
         store_result: bool = True,
         track_started: bool = False,
         cache_ttl: float | None = None,
+        batch: Batch | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]:
         """Register the decorated function as the handler of `name` (default: the function's name).
 
@@ -158,6 +182,8 @@ class App:
         `reset_timeout` seconds. Lifecycle (SPEC §12): the return value is stored as the task's result
         unless `store_result=False`; `track_started=True` writes a `started` status; with `cache_ttl`
         (seconds) a submit of the same payload within it returns the stored result instead of running.
+        With `batch=Batch(max_size, max_wait)` the handler takes a list of payloads (and of contexts),
+        in one concurrency slot (SPEC §15, `batches`).
         """
 
         def register(fn: Callable[P, R]) -> Task[P, R]:
@@ -175,6 +201,7 @@ class App:
                 store_result=store_result,
                 track_started=track_started,
                 cache_ttl=cache_ttl,
+                batch=batch,
             )
             self.tasks[task_name] = task
             return task

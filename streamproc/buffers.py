@@ -1,9 +1,10 @@
 """Fetched tasks that have not started yet, and why each waits (the "schedule" step of the worker).
 
-A fetched record becomes a `Job` in one of three places:
+A fetched record becomes a `Job` in one of four places:
 - the `scheduler`, waiting for a concurrency slot or for its key's lane;
 - `delayed`, a tier record before its `retry-at`;
-- `parked`, a rate-limited job before its reserved start (it holds its lane, not a slot).
+- `parked`, a rate-limited job before its reserved start (it holds its lane, not a slot);
+- `gathering`, a job of a batch task before its batch starts (it holds its lane, not a slot).
 Together they are the partition's prefetch buffer: `held` counts them, so the worker's
 backpressure bounds memory whatever waits for what. Pure logic, no Kafka and no asyncio.
 """
@@ -11,9 +12,11 @@ backpressure bounds memory whatever waits for what. Pure logic, no Kafka and no 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from streamproc.app import Task
+from streamproc.batches import Gathering
 from streamproc.delays import DelayQueue
 from streamproc.envelope import Envelope, read_envelope
 from streamproc.offsets import PartitionOffsets
@@ -24,10 +27,11 @@ from streamproc.topology import Topology
 class Buffers:
     """The waiting jobs of every partition a worker owns."""
 
-    def __init__(self, topology: Topology, ordering: Ordering) -> None:
+    def __init__(self, topology: Topology, ordering: Ordering, tasks: Mapping[str, Task[Any, Any]]) -> None:
         self.scheduler: Scheduler[Envelope] = Scheduler(ranks=len(topology.priorities) + 1)
         self.delayed: DelayQueue[Job[Envelope]] = DelayQueue()  # tier records before their retry-at
         self.parked: DelayQueue[Job[Envelope]] = DelayQueue()  # rate-limited jobs before their start
+        self.gathering = Gathering(tasks)  # jobs of batch tasks before their batch starts
         self._ordering = ordering
         self._ranks = topology.priority_ranks()
         specs = topology.topics()
@@ -64,7 +68,19 @@ class Buffers:
 
     def held(self, partition: Partition) -> int:
         """The partition's jobs waiting for anything: what its prefetch bounds."""
-        return self.scheduler.buffered(partition) + self.delayed.count(partition) + self.parked.count(partition)
+        held = self.scheduler.buffered(partition) + self.delayed.count(partition) + self.parked.count(partition)
+        return held + self.gathering.count(partition) if self.gathering else held
+
+    def poll_ms(self, closed: Iterable[Partition], now: float) -> int:
+        """How long a fetch of the other partitions may wait while `closed` ones are left out of it.
+
+        A left-out partition with tasks ready to start resumes as soon as the dispatcher starts them,
+        so poll briefly; one holding only waiting tasks resumes when they are due, so wait until then.
+        """
+        if any(self.scheduler.buffered(partition) for partition in closed):
+            return 10
+        due = self.next_due()
+        return 500 if due is None else min(500, max(1, int((due - now) * 1000) + 1))
 
     def release_due(self, now: float) -> None:
         """Tier records whose retry-at has come join the scheduler, with their original priority."""
@@ -72,15 +88,19 @@ class Buffers:
             self.scheduler.add(job)
 
     def next_due(self) -> float | None:
-        """The monotonic time the next delayed or parked job may start."""
-        dues = [due for due in (self.delayed.next_due(), self.parked.next_due()) if due is not None]
+        """The monotonic time the next delayed or parked job may start, or a gathering batch falls due."""
+        dues = [
+            due
+            for due in (self.delayed.next_due(), self.parked.next_due(), self.gathering.next_due())
+            if due is not None
+        ]
         return min(dues, default=None)
 
     def drop(self, partitions: Iterable[Partition]) -> int:
         """Forget every waiting job of `partitions` (revoked); their count."""
         gone = list(partitions)
         dropped = self.scheduler.drop(gone) + len(self.delayed.drop(gone))
-        for parked in self.parked.drop(gone):  # popped from the scheduler, so they hold their lanes
-            self.scheduler.done(parked)
+        for popped in [*self.parked.drop(gone), *self.gathering.drop(gone)]:  # started: they hold their lanes
+            self.scheduler.done(popped)
             dropped += 1
         return dropped

@@ -1,5 +1,9 @@
 """Errors that streamproc reports to users as one clear line (the CLI exits 1 on them)."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+
 
 class StreamprocError(Exception):
     """A problem the user can fix: the message says what is wrong and what to do."""
@@ -7,6 +11,16 @@ class StreamprocError(Exception):
 
 class PermanentError(Exception):
     """Raised by a handler for a failure no retry can fix: the task goes to the DLQ at once."""
+
+
+class BatchFailed(Exception):
+    """Raised by a batch handler (SPEC §15) to fail only some items: `failures` maps the index of each
+    failed item in the list the handler got to its error; every other item succeeded. An error that
+    is a `PermanentError` sends its item to the DLQ at once, any other goes through the retry tiers."""
+
+    def __init__(self, failures: Mapping[int, BaseException]) -> None:
+        super().__init__(f"{len(failures)} item(s) of the batch failed")
+        self.failures = dict(failures)
 
 
 class PoisonRecord(Exception):

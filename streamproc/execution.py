@@ -120,7 +120,7 @@ class Executor:
                 cancel_event = self._cancel_events[envelope.task_id] = threading.Event()
                 args += (task_context(task.name, envelope, cancel_event=cancel_event),)
             try:
-                value = await self._call(task, args)
+                value = await self.call(task, args)
             finally:
                 if task.wants_context:
                     self._cancel_events.pop(envelope.task_id, None)
@@ -132,7 +132,7 @@ class Executor:
             return Outcome(Result.FAILED, time.perf_counter() - begin, exc)
         return Outcome(Result.SUCCEEDED, time.perf_counter() - begin, value=value)
 
-    async def _call(self, task: Task[Any, Any], args: tuple[Any, ...]) -> Any:
+    async def call(self, task: Task[Any, Any], args: tuple[Any, ...]) -> Any:
         """The handler's return value; past its deadline the watchdog cancels it and this raises `TaskTimeout`."""
         current = asyncio.current_task()
         assert current is not None

@@ -6,6 +6,7 @@ value), reads it back with the worker's own `read_envelope`, and runs it through
 model validation, the same timeout, and the same outcome rules (a poison payload is `dead` with its
 DLQ reason, a `PermanentError` is `dead` as `permanent_error`, any other exception is `failed`).
 Nothing is retried: `failed` is what the worker would send to the first retry tier.
+`run_batch_task` does the same for several payloads: a batch handler gets them in one call.
 
     from streamproc.testing import make_context, run_task
 
@@ -23,7 +24,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ from aiokafka.structs import ConsumerRecord
 from pydantic import BaseModel
 
 from streamproc.app import App, Task
+from streamproc.batches import run_batch
 from streamproc.context import TaskContext
 from streamproc.envelope import Envelope, read_envelope, task_headers
 from streamproc.errors import StreamprocError
@@ -39,7 +41,7 @@ from streamproc.execution import Executor, Result, task_context
 from streamproc.submission import encode_payload, resolve_priority
 from streamproc.topology import Topology
 
-__all__ = ["Result", "TaskRun", "make_context", "run_task", "run_task_sync"]
+__all__ = ["Result", "TaskRun", "make_context", "run_batch_task", "run_task", "run_task_sync"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,39 +168,78 @@ async def run_task(
     Never raises for anything the handler or the payload does; `StreamprocError` for a priority
     the topology does not declare or a payload that is not JSON-serialisable.
     """
-    name = task.name if isinstance(task, Task) else task
-    topology = topology or Topology()
-    value = payload if payload is None or isinstance(payload, bytes) else encode_payload(name, payload)
-    envelope = _record_envelope(
-        topology,
-        name,
-        value,
+    runs = await run_batch_task(
+        app,
+        task,
+        [payload],
         headers=headers,
         key=key,
         attempt=attempt,
         priority=priority,
-        task_id=task_id,
+        task_ids=None if task_id is None else [task_id],
         enqueued_at=enqueued_at,
-        partition=0,
-        offset=0,
+        topology=topology,
     )
+    return runs[0]
+
+
+async def run_batch_task(
+    app: App,
+    task: str | Task[Any, Any],
+    payloads: Sequence[BaseModel | Mapping[str, Any] | bytes | None],
+    *,
+    headers: Mapping[str, str] | None = None,
+    key: str | bytes | None = None,
+    attempt: int = 1,
+    priority: str | None = None,
+    task_ids: Sequence[str] | None = None,
+    enqueued_at: int | None = None,
+    topology: Topology | None = None,
+) -> list[TaskRun]:
+    """`run_task` for several payloads: a batch task (`@app.task(batch=...)`) gets them in one call,
+    with one `TaskRun` per item as the worker routes them (SPEC §15); any other task runs once per payload."""
+    name = task.name if isinstance(task, Task) else task
+    topology = topology or Topology()
+    envelopes = [
+        _record_envelope(
+            topology,
+            name,
+            payload if payload is None or isinstance(payload, bytes) else encode_payload(name, payload),
+            headers=headers,
+            key=key,
+            attempt=attempt,
+            priority=priority,
+            task_id=None if task_ids is None else task_ids[offset],
+            enqueued_at=enqueued_at,
+            partition=0,
+            offset=offset,
+        )
+        for offset, payload in enumerate(payloads)
+    ]
     executor = Executor(app, threads=1)
+    registered = app.tasks.get(name)
     try:
-        outcome = await executor.run(envelope)
+        if registered is not None and registered.batch is not None:
+            outcomes = await run_batch(executor, envelopes)
+        else:
+            outcomes = [await executor.run(envelope) for envelope in envelopes]
     finally:
         executor.close()
         watchdog = executor._watchdog  # cancelled by close(): let it finish before the loop may end
         if watchdog is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
-    return TaskRun(
-        outcome=outcome.result,
-        reason=outcome.reason,
-        error=outcome.error,
-        value=outcome.value,
-        task_id=envelope.task_id,
-        duration_s=outcome.duration_s,
-    )
+    return [
+        TaskRun(
+            outcome=outcome.result,
+            reason=outcome.reason,
+            error=outcome.error,
+            value=outcome.value,
+            task_id=envelope.task_id,
+            duration_s=outcome.duration_s,
+        )
+        for envelope, outcome in zip(envelopes, outcomes, strict=True)
+    ]
 
 
 def run_task_sync(

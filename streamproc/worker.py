@@ -9,15 +9,16 @@ One aiokafka consumer per process feeds three cooperating coroutines:
   fetch (backpressure, and a bound on what a slow task holds back);
 - `_dispatch_loop` moves due tier records into the scheduler and starts the scheduler's next
   job whenever a concurrency slot is free; a rate-limited job whose start lies ahead is parked
-  until then, holding no slot;
-- `_run` skips a cancelled or already succeeded task (`lifecycle`), asks the task's circuit
-  breaker, executes the job (or defers it when the circuit is open), gives its key lane back,
+  until then, holding no slot; a job of a batch task gathers with others, and a full or due
+  batch starts in one slot (`batches`);
+- `_run` (`_run_batch`) skips a cancelled or already succeeded task, asks the task's circuit
+  breaker, executes the job or batch (`attempts`), gives the key lanes back,
   routes its outcome (a retry tier or the DLQ, acknowledged by the broker; a write retried while a
   topic is missing holds no slot) and writes its status, which holds a slot until the broker has
   it: then its offset is finished (`_finished`);
-- `_commit_loop` commits, at most every `commit_interval`, each partition's lowest unfinished
-  offset with the finished offsets above it (`commits`); a newly assigned partition skips what
-  its previous owner finished (SPEC §5).
+- `Ownership.commit_loop` commits, at most every `commit_interval`, each partition's lowest
+  unfinished offset with the finished offsets above it (`commits`); a newly assigned partition
+  skips what its previous owner finished (SPEC §5).
 
 Pausing is done by leaving the partition out of `getmany(*partitions)`, not with
 `consumer.pause()`: aiokafka discards a paused partition's already fetched records, so every
@@ -27,9 +28,9 @@ at most `prefetch // 2` records, so a partition never holds more than `prefetch`
 records (delayed or parked) count against it too, so memory stays bounded, and they wake the
 loops at their due time: nothing polls while they wait.
 
-Revocation and shutdown take the same path: start nothing more from the partitions, drop their
-buffered and waiting records, wait (bounded) for their running tasks and their statuses, commit,
-and let go.
+Revocation and shutdown take the same path (`ownership`): start nothing more from the
+partitions, drop their buffered and waiting records, wait (bounded) for their running tasks and
+their statuses, commit, and let go.
 """
 
 from __future__ import annotations
@@ -37,15 +38,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from functools import partial
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streamproc import backoff, commits
+from streamproc import backoff
 from streamproc.acked import AckedWriter
 from streamproc.app import App
-from streamproc.breaker import Circuits
+from streamproc.attempts import Attempts
 from streamproc.buffers import Buffers
 from streamproc.envelope import Envelope
 from streamproc.errors import StreamprocError
@@ -53,9 +55,9 @@ from streamproc.execution import Executor, Outcome
 from streamproc.hooks import TaskHooks
 from streamproc.lag import owned_lag
 from streamproc.lenient_decoding import install as install_lenient_decoding
-from streamproc.lifecycle.cancelling import RunningHandlers
 from streamproc.lifecycle.tracking import TaskLifecycle
 from streamproc.offsets import PartitionOffsets
+from streamproc.ownership import Ownership
 from streamproc.ratelimit import RateLimiter
 from streamproc.routing import OutcomeRouter, Routed
 from streamproc.scheduling import Job
@@ -65,17 +67,6 @@ from streamproc.worker_config import WorkerConfig
 from streamproc.workflows.continuation import WorkflowContinuation
 
 log = structlog.get_logger("streamproc.worker")
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, worker: Worker) -> None:
-        self._worker = worker
-
-    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        await self._worker._release(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        await self._worker._adopt(set(assigned))
 
 
 class Worker:
@@ -97,34 +88,29 @@ class Worker:
             self._writer, topology, app.tasks, WorkflowContinuation(settings, topology, self._writer)
         )
         self._lifecycle = TaskLifecycle(settings, topology, app.tasks, self._writer, statuses=config.statuses)
-        self._handlers = RunningHandlers(self._executor)
-        self._lifecycle.on_cancel = self._handlers.cancel
         self._lifecycle.on_error = self._fail
         self._hooks = tuple(hooks)
-        self._buffers = Buffers(topology, config.ordering)
+        self._attempts = Attempts(app.tasks, self._executor, self._lifecycle, self._hooks)
+        self._buffers = Buffers(topology, config.ordering, app.tasks)
         self._scheduler = self._buffers.scheduler
         specs = topology.topics()
         self._limiters = {name: RateLimiter(task.rate_limit) for name, task in app.tasks.items() if task.rate_limit}
-        self._circuits = Circuits(app.tasks)
         # The longest time fetching may pause while every buffer is full (a task's timeout, or a
         # tier's delay when only tier partitions are assigned): the consumer's poll interval covers it.
         self._longest_wait_s = max(
             [task.timeout for task in app.tasks.values()] + [(spec.delay_ms or 0) / 1000 for spec in specs]
         )
-        self._offsets: dict[TopicPartition, PartitionOffsets] = {}
-        self._running: dict[TopicPartition, set[asyncio.Task[None]]] = {}
+        self._owned = Ownership(config, self._buffers, self._lifecycle)
+        self._offsets = self._owned.offsets  # the owned partitions' trackers, the one dict `Ownership` keeps
         self._wake = asyncio.Event()  # work to dispatch: records arrived or a task finished
         self._room = asyncio.Event()  # a full partition may be fetched again (see `_note_room`)
         self._stopping = asyncio.Event()
-        self._releasing = asyncio.Lock()
-        self._joined = asyncio.Event()
         self._in_flight = 0
         # Tasks whose handler returned and whose status is on its way: they count against the
         # concurrency too, so what a SIGKILL can lose (and a successor re-runs) stays within it.
         self._settling = 0
         self._shared_slots = config.concurrency - config.top_priority_slots  # slots any priority may take
         self._error: Exception | None = None  # a bug that stopped the worker
-        self._consumer: AIOKafkaConsumer | None = None
 
     @property
     def topics(self) -> list[str]:
@@ -153,17 +139,18 @@ class Worker:
 
     def circuits(self) -> dict[str, bool]:
         """Each task with a circuit breaker: whether its circuit is open (or half-open) here."""
-        return self._circuits.states()
+        return self._attempts.circuits.states()
 
     async def lag(self) -> dict[TopicPartition, int]:
         """The unfinished work of each partition this worker owns (SPEC §7, `lag.owned_lag`); an
         empty answer when it owns none still means the broker answered."""
-        return await owned_lag(self._consumer, self._offsets) if self._consumer is not None else {}
+        consumer = self._owned.consumer
+        return await owned_lag(consumer, self._offsets) if consumer is not None else {}
 
     @property
     def joined(self) -> asyncio.Event:
         """Set once the group gave this worker its first assignment."""
-        return self._joined
+        return self._owned.joined
 
     def stop(self) -> None:
         """Begin a graceful shutdown (safe to call from a signal handler on the loop)."""
@@ -184,11 +171,11 @@ class Worker:
                     f"declared topics do not exist: {', '.join(missing)}; run `streamproc topics apply`"
                 )
             await self._lifecycle.start()  # reads every cancel before the first task can start
-            consumer.subscribe(self.topics, listener=_Listener(self))
-            self._consumer = consumer
+            consumer.subscribe(self.topics, listener=self._owned)
+            self._owned.consumer = consumer
             await self._consume()
         finally:
-            self._consumer = None
+            self._owned.consumer = None
             await consumer.stop()
             await self._lifecycle.stop()
             await self._router.stop()
@@ -196,7 +183,8 @@ class Worker:
             self._executor.close()
 
     async def _consume(self) -> None:
-        loops = [asyncio.create_task(loop()) for loop in (self._fetch_loop, self._dispatch_loop, self._commit_loop)]
+        steps = (self._fetch_loop, self._dispatch_loop, self._owned.commit_loop)
+        loops = [asyncio.create_task(loop()) for loop in steps]
         stopping = asyncio.create_task(self._stopping.wait())
         try:
             await asyncio.wait([stopping, *loops], return_when=asyncio.FIRST_COMPLETED)
@@ -205,7 +193,7 @@ class Worker:
             for loop_task in loops:
                 loop_task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
-        await self._release(set(self._offsets))
+        await self._owned.release(set(self._offsets))
         for loop_task in loops:  # a loop that died (e.g. the broker refused us) ends the worker
             if not loop_task.cancelled():
                 loop_task.result()
@@ -215,7 +203,7 @@ class Worker:
     # fetch → schedule
 
     async def _fetch_loop(self) -> None:
-        consumer = self._consumer
+        consumer = self._owned.consumer
         assert consumer is not None
         max_records = max(1, self.config.prefetch // 2)
         while True:
@@ -255,32 +243,31 @@ class Worker:
             self._room.set()
 
     def _poll_ms(self, assigned: list[TopicPartition], open_partitions: list[TopicPartition]) -> int:
-        """How long `getmany` may wait for records of the open partitions.
-
-        A left-out partition with tasks ready to start resumes as soon as the dispatcher starts them,
-        so poll briefly; one holding only waiting tasks resumes when they are due, so wait until then.
-        """
+        """How long `getmany` may wait for records of the open partitions (`Buffers.poll_ms`)."""
         if len(open_partitions) == len(assigned):
             return 500
         closed = set(assigned).difference(open_partitions)
-        if any(self._scheduler.buffered((tp.topic, tp.partition)) for tp in closed):
-            return 10
-        due = self._buffers.next_due()
-        return 500 if due is None else min(500, max(1, int((due - time.monotonic()) * 1000) + 1))
+        return self._buffers.poll_ms(((tp.topic, tp.partition) for tp in closed), time.monotonic())
 
     async def _dispatch_loop(self) -> None:
         concurrency, shared = self.config.concurrency, self._shared_slots
+        parked, gathering = self._buffers.parked, self._buffers.gathering or None
         while True:
             now = time.monotonic()
             self._buffers.release_due(now)
-            parked = self._buffers.parked
             while self._in_flight + self._settling < concurrency:
                 if parked and (cleared := parked.pop_due(now, limit=1)):
                     self._start(cleared[0])
                     continue
+                if gathering and (batch := gathering.pop_ready(now)):
+                    self._start_batch(batch)
+                    continue
                 popped = self._scheduler.pop(max_rank=None if self._in_flight + self._settling < shared else 0)
                 if popped is None:
                     break
+                if gathering and gathering.takes(popped):
+                    gathering.add(popped, now)  # holds its lane, not a slot, until its batch starts
+                    continue
                 limiter = self._limiters.get(popped.item.task or "") if self._limiters else None
                 wait = limiter.reserve(now) if limiter else 0.0
                 if wait > 0:
@@ -297,9 +284,16 @@ class Worker:
         tp = TopicPartition(*job.partition)
         self._note_room(tp)  # a started task leaves its partition's buffer
         self._in_flight += 1
-        running = asyncio.create_task(self._run(job, self._offsets[tp]))
-        self._running.setdefault(tp, set()).add(running)
-        running.add_done_callback(self._running[tp].discard)
+        self._owned.track(asyncio.create_task(self._run(job, self._offsets[tp])), (tp,))
+
+    def _start_batch(self, jobs: list[Job[Envelope]]) -> None:
+        """Run the jobs of one batch task in one slot (`batches`)."""
+        partitions = {TopicPartition(*job.partition) for job in jobs}
+        for tp in partitions:
+            self._note_room(tp)
+        self._in_flight += 1
+        trackers = [self._offsets[TopicPartition(*job.partition)] for job in jobs]
+        self._owned.track(asyncio.create_task(self._run_batch(jobs, trackers)), partitions)
 
     # run → route outcome
 
@@ -307,8 +301,7 @@ class Worker:
         envelope = job.item
         try:
             try:
-                verdict = self._lifecycle.verdict(envelope)
-                outcome = Outcome(verdict, 0.0) if verdict is not None else await self._attempt(envelope)
+                outcome = await self._attempts.one(envelope)
             finally:
                 # The slot and the key lane are free once the handler returned: routing may wait
                 # for the broker (a missing topic, an outage) without stopping other tasks. The slot
@@ -324,11 +317,40 @@ class Worker:
             log.exception("worker error; stopping", task=envelope.task, position=envelope.position)
             self._fail(exc)
 
-    def _finished(self, job: Job[Envelope], offsets: PartitionOffsets, outcome: Outcome, routed: Routed) -> None:
-        """The task's outcome and status are durable: its offset is finished."""
-        self._settling -= 1
-        if self._in_flight + self._settling + 1 >= self._shared_slots:  # the dispatcher may wait for this slot
-            self._wake.set()
+    async def _run_batch(self, jobs: list[Job[Envelope]], trackers: list[PartitionOffsets]) -> None:
+        """`_run` for a batch: one slot, one outcome per job, each routed on its own."""
+        envelopes = [job.item for job in jobs]
+        try:
+            try:
+                outcomes = await self._attempts.batch(envelopes)
+            finally:
+                self._in_flight -= 1
+                for job in jobs:
+                    self._scheduler.done(job)
+                self._wake.set()
+            routes = [await self._router.route(e, outcome) for e, outcome in zip(envelopes, outcomes, strict=True)]
+            self._settling += 1  # the batch's slot, until the last of its statuses is durable
+            unsettled = len(jobs)
+
+            def finished(i: int) -> None:
+                nonlocal unsettled
+                unsettled -= 1
+                self._finished(jobs[i], trackers[i], outcomes[i], routes[i], frees_slot=unsettled == 0)
+
+            for i, envelope in enumerate(envelopes):
+                self._lifecycle.record(envelope, outcomes[i], routes[i], partial(finished, i))
+        except Exception as exc:
+            log.exception("worker error; stopping", task=envelopes[0].task, position=envelopes[0].position)
+            self._fail(exc)
+
+    def _finished(
+        self, job: Job[Envelope], offsets: PartitionOffsets, outcome: Outcome, routed: Routed, frees_slot: bool = True
+    ) -> None:
+        """The task's outcome and status are durable: its offset is finished (and its slot free)."""
+        if frees_slot:
+            self._settling -= 1
+            if self._in_flight + self._settling + 1 >= self._shared_slots:  # the dispatcher may wait for it
+                self._wake.set()
         offsets.finished(job.item.offset)
         self._note_room(TopicPartition(*job.partition))  # it may have been held at `max_uncommitted`
         for hook in self._hooks:
@@ -340,70 +362,3 @@ class Worker:
         if self._error is None and isinstance(error, Exception):
             self._error = error
         self.stop()
-
-    async def _attempt(self, envelope: Envelope) -> Outcome:
-        """Run the task, unless its circuit is open: then it is deferred and its handler not called."""
-        return await self._circuits.call(envelope, lambda: self._call(envelope))
-
-    async def _call(self, envelope: Envelope) -> Outcome:
-        if self._lifecycle.tracks_started:
-            await self._lifecycle.started(envelope)
-        for hook in self._hooks:
-            hook.task_started(envelope)
-        return await self._handlers.run(envelope)
-
-    # commit
-
-    async def _commit_loop(self) -> None:
-        """A commit starts every `commit_interval` (its own duration included, which bounds what a
-        crash re-runs to the work finished within one interval)."""
-        while True:
-            begun = time.monotonic()
-            await self._commit(self._offsets)
-            await asyncio.sleep(max(0.0, self.config.commit_interval - (time.monotonic() - begun)))
-
-    async def _commit(self, trackers: dict[TopicPartition, PartitionOffsets], final: bool = False) -> None:
-        if self._consumer is not None:
-            await commits.commit(self._consumer, trackers, final)
-
-    # rebalance and shutdown
-
-    async def _adopt(self, assigned: set[TopicPartition]) -> None:
-        """Track the new partitions, starting from what their last commits say already finished.
-        A partition is fetched only once it has a tracker, so none is fetched before its map is read."""
-        new = [tp for tp in assigned if tp not in self._offsets]
-        done = await commits.inherited(self._consumer, new) if new and self._consumer is not None else {}
-        await self._lifecycle.restore(new, done)  # what the previous owners finished
-        for tp in new:
-            self._offsets[tp] = PartitionOffsets(done[tp].finished if tp in done else ())
-        self._joined.set()
-        skipping = sum(len(commit.finished) for commit in done.values())
-        log.info("partitions assigned", partitions=len(assigned), group=self.config.group, skipping=skipping)
-
-    async def _release(self, partitions: set[TopicPartition]) -> None:
-        """Stop starting tasks of `partitions`, drop their buffers, wait for their running tasks
-        (at most the shutdown timeout; later ones are cancelled, unfinished), commit, forget them.
-
-        One release at a time: a revocation during the shutdown's release waits for it, so the
-        group hands the partitions on only after their commit (else the shutdown's commit came
-        after the new assignment, was filtered out, and finished work ran again elsewhere)."""
-        async with self._releasing:
-            await self._release_now(partitions)
-
-    async def _release_now(self, partitions: set[TopicPartition]) -> None:
-        # Forgotten at once, so records of these partitions still arriving from a fetch are ignored.
-        released = {tp: self._offsets.pop(tp) for tp in partitions if tp in self._offsets}
-        if not released:
-            return
-        dropped = self._buffers.drop((tp.topic, tp.partition) for tp in released)
-        running = set().union(*(self._running.pop(tp, set()) for tp in released))
-        if running:
-            _, late = await asyncio.wait(running, timeout=self.config.shutdown_timeout)
-            if late:
-                log.warning("tasks cancelled at release; their offsets stay uncommitted", tasks=len(late))
-                for task in late:
-                    task.cancel()
-                await asyncio.wait(late)
-        await self._lifecycle.settled()  # the statuses of what finished, so their offsets commit
-        await self._commit(released, final=True)
-        log.info("partitions released", partitions=len(released), dropped=dropped, waited=len(running))

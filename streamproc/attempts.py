@@ -1,0 +1,65 @@
+"""The run step of the worker: whether and how a started job runs, and its `Outcome`.
+
+Before a handler is called: a cancelled task, or one whose id already succeeded, is not run
+(`lifecycle.verdict`); a task whose circuit is open is deferred (`breaker.Circuits`); a task with
+`track_started` gets its `started` status; the hooks (metrics) hear that it started. Then the
+handler runs through `RunningHandlers` (so a cancel reaches it), or, for the jobs of a batch
+task, once for the whole batch (`batches.run_batch`: a cancel reaches its items only before the
+batch starts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from streamproc.app import Task
+from streamproc.batches import run_batch
+from streamproc.breaker import Circuits
+from streamproc.envelope import Envelope
+from streamproc.execution import Executor, Outcome
+from streamproc.hooks import TaskHooks
+from streamproc.lifecycle.cancelling import RunningHandlers
+from streamproc.lifecycle.tracking import TaskLifecycle
+
+
+class Attempts:
+    """Runs started jobs of one worker's app."""
+
+    def __init__(
+        self,
+        tasks: Mapping[str, Task[Any, Any]],
+        executor: Executor,
+        lifecycle: TaskLifecycle,
+        hooks: Sequence[TaskHooks],
+    ) -> None:
+        self._executor = executor
+        self._lifecycle = lifecycle
+        self._hooks = tuple(hooks)
+        self._handlers = RunningHandlers(executor)
+        lifecycle.on_cancel = self._handlers.cancel
+        self.circuits = Circuits(tasks)
+
+    async def one(self, envelope: Envelope) -> Outcome:
+        """The outcome of one job: not run, deferred by its circuit, or its handler's."""
+        verdict = self._lifecycle.verdict(envelope)
+        if verdict is not None:
+            return Outcome(verdict, 0.0)
+        return await self.circuits.call(envelope, lambda: self._call(envelope))
+
+    async def batch(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
+        """The outcomes of the jobs of one batch, in order: those not to run, and one handler call for the rest."""
+        verdicts = [self._lifecycle.verdict(envelope) for envelope in envelopes]
+        running = [envelope for envelope, verdict in zip(envelopes, verdicts, strict=True) if verdict is None]
+        for hook in self._hooks:
+            for envelope in running:
+                hook.task_started(envelope)
+        ran = iter(await run_batch(self._executor, running) if running else ())
+        return [Outcome(verdict, 0.0) if verdict is not None else next(ran) for verdict in verdicts]
+
+    async def _call(self, envelope: Envelope) -> Outcome:
+        if self._lifecycle.tracks_started:
+            await self._lifecycle.started(envelope)
+        for hook in self._hooks:
+            hook.task_started(envelope)
+        return await self._handlers.run(envelope)
