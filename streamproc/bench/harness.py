@@ -12,10 +12,10 @@ import json
 import math
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -74,26 +74,39 @@ class Runner:
     progress: list[tuple[float, int]] = field(default_factory=list)  # (monotonic time, records done)
     sampled: int = 0  # ping waits and retry delay errors kept so far
     result: dict[str, Any] | None = None
+    stderr: deque[str] = field(default_factory=lambda: deque(maxlen=40))  # its last lines, for errors
 
     @classmethod
     def start(cls, spec: Spec) -> Runner:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamproc.bench.runner", spec.model_dump_json()],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        process = subprocess.Popen(spec.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         runner = cls(spec, process)
         threading.Thread(target=runner._read, daemon=True).start()
+        threading.Thread(target=runner._read_stderr, daemon=True).start()
         return runner
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            if line.strip():
+                self.stderr.append(line.rstrip())
+
+    def why(self) -> str:
+        """The runner's last error line (a traceback's last line), for a one-line reason."""
+        return next((line.strip() for line in reversed(self.stderr) if not line.startswith(" ")), "no output")
 
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            event = json.loads(line)
-            if event["event"] == "progress":
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # a peer's library may print to stdout too (Celery's banner)
+            if not isinstance(event, dict):
+                continue
+            if event.get("event") == "progress":
                 self.progress.append((event["t"], event["done"]))
                 self.sampled = event["sampled"]
-            elif event["event"] == "result":
+            elif event.get("event") == "result":
                 self.result = event
 
     @property
@@ -109,12 +122,17 @@ class Runner:
         """SIGTERM, then the runner's result."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise StreamprocError(f"bench runner {self.spec.kind} did not stop in {timeout:.0f}s") from None
         deadline = time.monotonic() + 5
         while self.result is None and time.monotonic() < deadline:
             time.sleep(0.01)
         if code != 0 or self.result is None:
-            raise StreamprocError(f"bench runner {self.spec.kind} exited with {code} and no result")
+            raise StreamprocError(f"bench runner {self.spec.kind} exited with {code} and no result: {self.why()}")
         return self.result
 
 
@@ -123,7 +141,9 @@ def wait_until(condition: Any, timeout: float, what: str, runners: Sequence[Runn
     while not condition():
         for runner in runners:
             if runner.process.poll() is not None:
-                raise StreamprocError(f"bench runner {runner.spec.kind} exited with {runner.process.returncode}")
+                raise StreamprocError(
+                    f"bench runner {runner.spec.kind} exited with {runner.process.returncode}: {runner.why()}"
+                )
         if time.monotonic() > deadline:
             raise StreamprocError(f"bench: timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(PROGRESS_POLL_S)
@@ -164,7 +184,22 @@ def steady_rate(runners: Sequence[Runner], backlog: int, window_s: float, timeou
     closed = [r.progress[-1] for r in runners]
     rate = sum((end - begin) / (t_end - t_begin) for (t_begin, begin), (t_end, end) in zip(opened, closed, strict=True))
     seconds = max(t_end - t_begin for (t_begin, _), (t_end, _) in zip(opened, closed, strict=True))
+    if rate == 0:  # the backlog was gone before the window opened (a fast consumer, a quick run's backlog)
+        return drain_rate(runners)
     return Window(rate, seconds, full=sum(done for _, done in opened) <= backlog / 2)
+
+
+def drain_rate(runners: Sequence[Runner]) -> Window:
+    """Records/s of the runners together from each one's first sample with records done to the
+    first with all it ever did: the whole drain, join and tail included, so never a full window."""
+    rate, seconds = 0.0, 0.0
+    for runner in runners:
+        started = next(((at, done) for at, done in runner.progress if done > 0), None)
+        ended = next(((at, done) for at, done in runner.progress if done == runner.done), None)
+        if started is not None and ended is not None and ended[0] > started[0]:
+            rate += (ended[1] - started[1]) / (ended[0] - started[0])
+            seconds = max(seconds, ended[0] - started[0])
+    return Window(rate, seconds, full=False)
 
 
 def percentile(values: Sequence[float], pct: float) -> float:

@@ -12,6 +12,8 @@ from typing import Any
 
 from rich.table import Table
 
+from streamproc.bench.peers import PEERS, reason, versions
+
 Results = dict[str, Any]
 
 
@@ -38,11 +40,36 @@ def _over(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else math.nan
 
 
+def fastest_peer(noop: Results) -> tuple[str, float]:
+    """The fastest of the peers that ran (FastStream among them): its name and tasks/s."""
+    ran = {
+        name: float(noop[name]["tasks_per_s"])
+        for name in ("faststream", *(peer.kind for peer in PEERS))
+        if name in noop and reason(noop[name]) is None
+    }
+    if not ran:
+        raise KeyError("no peer ran")
+    name = max(ran, key=lambda peer: ran[peer])
+    return name, ran[name]
+
+
 def _retry_bound_ms(retry: Results) -> float:
     return max(0.1 * float(retry["tier_ms"]), 250.0)
 
 
 RATIOS: list[Callable[[Results], Ratio]] = [
+    lambda r: Ratio(
+        "no-op per-task handler, one worker process, vs the dispatch floor",
+        _over(r["noop"]["streamproc"]["tasks_per_s"], r["noop"]["floor"]["tasks_per_s"]),
+        0.5,
+        True,
+    ),
+    lambda r: Ratio(
+        f"the same, vs the fastest peer ({fastest_peer(r['noop'])[0]})",
+        _over(r["noop"]["streamproc"]["tasks_per_s"], fastest_peer(r["noop"])[1]),
+        2.0,
+        True,
+    ),
     lambda r: Ratio(
         "no-op tasks/s, one worker process, vs a bare aiokafka loop",
         _over(r["noop"]["streamproc"]["tasks_per_s"], r["noop"]["aiokafka"]["tasks_per_s"]),
@@ -163,6 +190,7 @@ def machine(broker: str) -> dict[str, Any]:
         "aiokafka": version("aiokafka"),
         "faststream": version("faststream"),
         "streamproc": version("streamproc"),
+        "peers": versions(),  # each in a virtualenv of its own (peers.py)
         "broker": broker,
     }
 
@@ -215,11 +243,12 @@ def figures(results: Results) -> Table:
     if "noop" in results:
         noop = results["noop"]
         for name, label in (
-            ("aiokafka", "1. bare aiokafka loop, no-op"),
+            ("aiokafka", "1. bare aiokafka loop, JSON-decoded, no-op"),
             ("streamproc", "2. streamproc, no-op, one process"),
             ("faststream", "3. FastStream subscriber, manual ack"),
         ):
             out.add_row(label, f"{noop[name]['tasks_per_s']:,.0f} tasks/s")
+        _peer_rows(out, noop)
     if "io" in results:
         out.add_row("4. streamproc, 20 ms handler, concurrency 256", f"{results['io']['tasks_per_s']:,.0f} tasks/s")
     if "priority" in results:
@@ -274,6 +303,20 @@ def figures(results: Results) -> Table:
             f"{delayed['rss_peak_mb']:.0f} MB",
         )
     return out
+
+
+def _rate(figures: Results) -> str:
+    why = reason(figures)
+    return f"{figures['tasks_per_s']:,.0f} tasks/s" if why is None else f"could not run: {why}"
+
+
+def _peer_rows(out: Table, noop: Results) -> None:
+    """The dispatch floor and the peers of SPEC §10, on the same backlog."""
+    if "floor" in noop:
+        out.add_row("   the dispatch floor: the bare loop awaiting a no-op handler", _rate(noop["floor"]))
+    for peer in PEERS:
+        if peer.kind in noop:
+            out.add_row(f"   peer: {peer.label}", _rate(noop[peer.kind]))
 
 
 def _monitor_rows(out: Table, monitor: Results) -> None:

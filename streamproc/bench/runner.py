@@ -4,8 +4,9 @@ Each scenario runs its consumers as separate processes, so they share nothing wi
 that measures them. A runner prints JSON lines on stdout: `progress` (records finished and
 waits sampled so far) every PROGRESS_S, and on SIGTERM a `result`
 with its peak RSS and the samples it was asked to keep (waits of `ping` tasks, retry delay
-errors). The three kinds consume the same records: a bare aiokafka loop (the baseline),
-FastStream's Kafka subscriber, and a streamproc Worker.
+errors). The kinds here consume the same records: a bare aiokafka loop (the baseline), the
+dispatch floor (that loop awaiting a no-op handler per record), FastStream's Kafka subscriber, and
+a streamproc Worker. The peers (`peers.py`) run scripts of their own that print the same lines.
 """
 
 from __future__ import annotations
@@ -39,16 +40,29 @@ PROGRESS_S = 0.1
 SLEEP_S = 0.02  # the I/O handler's await
 
 
+Kind = Literal["aiokafka", "floor", "faststream", "streamproc", "arroyo", "faust", "celery"]
+
+
 class Spec(BaseModel):
     """What one runner process consumes and how."""
 
-    kind: Literal["aiokafka", "faststream", "streamproc"]
+    kind: Kind
     bootstrap_servers: str
     topology: Topology
     group: str
     topic: str  # the baseline and FastStream read this one topic; a Worker reads all of the topology's
     concurrency: int = 64
     statuses: bool = True  # a Worker writes each task's status and result (SPEC §12)
+    # A peer (peers.py): this interpreter runs this script with the Spec's JSON as its argument,
+    # instead of `sys.executable -m streamproc.bench.runner`.
+    python: str | None = None
+    script: str | None = None
+    count: int = 0  # the backlog, for a peer that produces its own (Celery's messages)
+
+    def command(self) -> list[str]:
+        if self.script is None:
+            return [sys.executable, "-m", "streamproc.bench.runner", self.model_dump_json()]
+        return [self.python or sys.executable, self.script, self.model_dump_json()]
 
 
 app = App()
@@ -107,21 +121,48 @@ def peak_rss_kib() -> int:
         return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
 
 
-async def run_aiokafka(spec: Spec, meter: Meter, stop: asyncio.Event) -> None:
-    """The baseline: getmany, a no-op per record, commit after each batch."""
-    consumer = AIOKafkaConsumer(
+def _consumer(spec: Spec) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
         **KafkaSettings(bootstrap_servers=spec.bootstrap_servers).client_kwargs(),
         group_id=spec.group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
+
+
+async def run_aiokafka(spec: Spec, meter: Meter, stop: asyncio.Event) -> None:
+    """The bare loop (SPEC §10): getmany, JSON-decode each value, commit after each batch."""
+    consumer = _consumer(spec)
     consumer.subscribe([spec.topic])
     await consumer.start()
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=100)
             for records in batches.values():
-                for _ in records:
+                for record in records:
+                    json.loads(record.value)
+                    meter.done += 1
+            if batches:
+                await consumer.commit()
+    finally:
+        await consumer.stop()
+
+
+async def nothing(payload: Any) -> None:
+    """The dispatch floor's handler."""
+
+
+async def run_floor(spec: Spec, meter: Meter, stop: asyncio.Event) -> None:
+    """The dispatch floor (SPEC §10): the bare loop awaiting a no-op `async def` handler per record."""
+    consumer = _consumer(spec)
+    consumer.subscribe([spec.topic])
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=100)
+            for records in batches.values():
+                for record in records:
+                    await nothing(json.loads(record.value))
                     meter.done += 1
             if batches:
                 await consumer.commit()
@@ -165,7 +206,7 @@ async def run_streamproc(spec: Spec, meter: Meter, stop: asyncio.Event) -> None:
         await running
 
 
-RUNS = {"aiokafka": run_aiokafka, "faststream": run_faststream, "streamproc": run_streamproc}
+RUNS = {"aiokafka": run_aiokafka, "floor": run_floor, "faststream": run_faststream, "streamproc": run_streamproc}
 
 
 async def main(spec: Spec) -> None:

@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from streamproc.bench import delayed_load, monitor_load
+from streamproc.bench import delayed_load, monitor_load, peers
 from streamproc.bench.harness import Runner, fill, percentile, scenario_topics, steady_rate, wait_until
-from streamproc.bench.runner import SLEEP_S, Spec
+from streamproc.bench.runner import SLEEP_S, Kind, Spec
 from streamproc.producer import Producer
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology, parse_duration_ms
@@ -95,7 +95,7 @@ class Bench:
 
     def spec(
         self,
-        kind: Literal["aiokafka", "faststream", "streamproc"],
+        kind: Kind,
         topology: Topology,
         group: str | None = None,
         concurrency: int = 64,
@@ -127,18 +127,24 @@ class Bench:
 
 async def noop_throughput(bench: Bench) -> dict[str, Figures]:
     """Scenarios 1, 2, 3 and 6 on one backlog of no-op tasks, each run with a group of its own; and
-    streamproc without statuses (SPEC §12: what writing each task's status and result costs)."""
+    streamproc without statuses (SPEC §12: what writing each task's status and result costs); the
+    dispatch floor; and the peers (`peers.py`), each `{"could_not_run": reason}` if it cannot run
+    here (Celery reads a copy of the backlog as Celery messages, on a topic of its own)."""
     backlog = bench.sizes.noop_backlog
     async with bench.topics() as topology:
         await fill(bench.settings, topology, "noop", backlog)
         shared = bench.spec("streamproc", topology)
-        return {
+        results = {
             "aiokafka": bench.rate(bench.spec("aiokafka", topology), backlog=backlog),
+            "floor": bench.rate(bench.spec("floor", topology), backlog=backlog),
             "streamproc": bench.rate(bench.spec("streamproc", topology), backlog=backlog),
             "streamproc_no_status": bench.rate(bench.spec("streamproc", topology, statuses=False), backlog=backlog),
             "faststream": bench.rate(bench.spec("faststream", topology), backlog=backlog),
             "streamproc_two_processes": bench.rate(shared, shared, backlog=backlog),
         }
+        for peer in peers.PEERS:
+            results[peer.kind] = await peers.rate(bench, peer, topology, backlog)
+        return results
 
 
 async def io_throughput(bench: Bench) -> Figures:
