@@ -22,7 +22,7 @@ from typing import Any, Literal
 from aiokafka import AIOKafkaConsumer
 from pydantic import BaseModel
 
-from streamproc.app import App
+from streamproc.app import App, Batch
 from streamproc.context import TaskContext
 from streamproc.envelope import Envelope
 from streamproc.execution import Outcome
@@ -53,6 +53,7 @@ class Spec(BaseModel):
     topic: str  # the baseline and FastStream read this one topic; a Worker reads all of the topology's
     concurrency: int = 64
     statuses: bool = True  # a Worker writes each task's status and result (SPEC §12)
+    batch: bool = False  # a Worker runs `noop` as a batch handler (`batch_app`, SPEC §15)
     # A peer (peers.py): this interpreter runs this script with the Spec's JSON as its argument,
     # instead of `sys.executable -m streamproc.bench.runner`.
     python: str | None = None
@@ -89,6 +90,16 @@ async def fail_once(payload: dict[str, Any], ctx: TaskContext) -> None:
     """Fails its first attempt, so it comes back through the first tier."""
     if ctx.attempt == 1:
         raise RuntimeError("first attempt fails on purpose")
+
+
+# The batch scenario's app: `noop` as a batch handler of SPEC §10's size, on the same backlog.
+BATCH = Batch(max_size=500, max_wait=0.05)
+batch_app = App()
+
+
+@batch_app.task("noop", batch=BATCH)
+async def noop_batch(payloads: list[dict[str, Any]]) -> None:
+    """Nothing, once per batch."""
 
 
 class Meter:
@@ -195,8 +206,9 @@ async def run_streamproc(spec: Spec, meter: Meter, stop: asyncio.Event) -> None:
     config = WorkerConfig(group=spec.group, concurrency=spec.concurrency, statuses=spec.statuses)
     tune_gc()  # as `streamproc worker` does
     settings = KafkaSettings(bootstrap_servers=spec.bootstrap_servers)
-    metrics = Metrics(app.tasks, spec.group)
-    worker = Worker(app, settings, spec.topology, config, hooks=[metrics, meter])
+    handlers = batch_app if spec.batch else app
+    metrics = Metrics(handlers.tasks, spec.group)
+    worker = Worker(handlers, settings, spec.topology, config, hooks=[metrics, meter])
     async with reporting(settings, spec.topology.monitor_topic, worker, metrics):
         running = asyncio.create_task(worker.run())
         stopping = asyncio.create_task(stop.wait())

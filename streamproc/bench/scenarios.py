@@ -100,6 +100,7 @@ class Bench:
         group: str | None = None,
         concurrency: int = 64,
         statuses: bool = True,
+        batch: bool = False,
     ) -> Spec:
         return Spec(
             kind=kind,
@@ -109,6 +110,7 @@ class Bench:
             topic=topology.intake_topic("normal"),
             concurrency=concurrency,
             statuses=statuses,
+            batch=batch,
         )
 
     def topics(self, tiers: Sequence[str] = ("5s",)) -> AbstractAsyncContextManager[Topology]:
@@ -127,7 +129,8 @@ class Bench:
 
 async def noop_throughput(bench: Bench) -> dict[str, Figures]:
     """Scenarios 1, 2, 3 and 6 on one backlog of no-op tasks, each run with a group of its own; and
-    streamproc without statuses (SPEC §12: what writing each task's status and result costs); the
+    streamproc without statuses (SPEC §12: what writing each task's status and result costs), with
+    `noop` as a batch handler of 500 (SPEC §15); the
     dispatch floor; and the peers (`peers.py`), each `{"could_not_run": reason}` if it cannot run
     here (Celery reads a copy of the backlog as Celery messages, on a topic of its own)."""
     backlog = bench.sizes.noop_backlog
@@ -141,6 +144,7 @@ async def noop_throughput(bench: Bench) -> dict[str, Figures]:
             "streamproc_no_status": bench.rate(bench.spec("streamproc", topology, statuses=False), backlog=backlog),
             "faststream": bench.rate(bench.spec("faststream", topology), backlog=backlog),
             "streamproc_two_processes": bench.rate(shared, shared, backlog=backlog),
+            "streamproc_batch": bench.rate(bench.spec("streamproc", topology, batch=True), backlog=backlog),
         }
         for peer in peers.PEERS:
             results[peer.kind] = await peers.rate(bench, peer, topology, backlog)

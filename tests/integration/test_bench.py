@@ -46,6 +46,7 @@ def test_quick_bench_runs_every_scenario_and_writes_the_ratios(
         "streamproc_no_status",
         "faststream",
         "streamproc_two_processes",
+        "streamproc_batch",
         "arroyo",
         "faust",
         "celery",
@@ -53,6 +54,7 @@ def test_quick_bench_runs_every_scenario_and_writes_the_ratios(
     assert noop["streamproc"]["tasks_per_s"] > 0
     assert noop["faststream"]["tasks_per_s"] > 0
     assert noop["floor"]["tasks_per_s"] > 0
+    assert noop["streamproc_batch"]["tasks_per_s"] > 0
     for peer in PEERS:  # each runs from a virtualenv of its own; one that cannot run says why…
         assert noop[peer.kind].get("tasks_per_s", 0) > 0 or noop[peer.kind]["could_not_run"]
         # …but on the machines this runs on every peer installs and runs
@@ -79,6 +81,6 @@ def test_quick_bench_runs_every_scenario_and_writes_the_ratios(
     assert 0 <= delayed["lateness_p50_ms"] <= delayed["lateness_p99_ms"] <= delayed["lateness_max_ms"]
     assert delayed["rss_peak_mb"] > 0
     ratios = document["ratios"]
-    assert len(ratios) == 18
+    assert len(ratios) == 19
     for ratio in ratios:
         assert {"figure", "value", "target", "at_least", "met"} <= ratio.keys()
