@@ -4,8 +4,9 @@
 `max_size` of them are there or `max_wait` has passed since the first: then the worker takes them
 out as one batch and runs it in one concurrency slot (`run_batch`). Each job keeps its key lane
 while it waits and runs, as any started job does, so two tasks of one key are never in the same
-batch and key order holds. Gathered jobs count against their partition's prefetch, like every
-other waiting job, so a batch is also bounded by what the worker fetches.
+batch and key order holds. Gathered jobs do not count against their partition's prefetch, so a
+batch can fill up from one partition: the scheduler gives out jobs only while a slot is free, and a
+free slot starts a full batch at once, so what gathers stays within about `max_size` per task.
 
 `run_batch` decodes every item (a poison item is dead on its own and left out of the call), calls
 the handler once with the list of payloads (and of `TaskContext`s), within the task's timeout, and
@@ -20,7 +21,6 @@ turns what happened into one `Outcome` per item:
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -38,7 +38,6 @@ class Gathering:
         self._batches: dict[str, Batch] = {name: task.batch for name, task in tasks.items() if task.batch is not None}
         self._jobs: dict[str, list[Job[Envelope]]] = {}
         self._first_at: dict[str, float] = {}  # task → when its oldest gathered job came
-        self._counts: Counter[Partition] = Counter()
 
     def __bool__(self) -> bool:
         return bool(self._batches)
@@ -51,7 +50,6 @@ class Gathering:
         task = job.item.task or ""
         self._jobs.setdefault(task, []).append(job)
         self._first_at.setdefault(task, now)
-        self._counts[job.partition] += 1
 
     def pop_ready(self, now: float) -> list[Job[Envelope]] | None:
         """A batch that is full or due, taken out; None when none is."""
@@ -63,16 +61,12 @@ class Gathering:
                     self._jobs[task], self._first_at[task] = rest, now
                 else:
                     del self._jobs[task], self._first_at[task]
-                self._counts.subtract(job.partition for job in ready)
                 return ready
         return None
 
     def next_due(self) -> float | None:
         """When the oldest gathering batch falls due."""
         return min((at + self._batches[task].max_wait for task, at in self._first_at.items()), default=None)
-
-    def count(self, partition: Partition) -> int:
-        return self._counts[partition]
 
     def drop(self, partitions: Iterable[Partition]) -> list[Job[Envelope]]:
         """Take out the gathered jobs of `partitions` (revoked): they never started."""
@@ -84,8 +78,6 @@ class Gathering:
                 self._jobs[task] = kept
             else:
                 del self._jobs[task], self._first_at[task]
-        for partition in gone:
-            del self._counts[partition]
         return dropped
 
 

@@ -5,8 +5,9 @@ A fetched record becomes a `Job` in one of four places:
 - `delayed`, a tier record before its `retry-at`;
 - `parked`, a rate-limited job before its reserved start (it holds its lane, not a slot);
 - `gathering`, a job of a batch task before its batch starts (it holds its lane, not a slot).
-Together they are the partition's prefetch buffer: `held` counts them, so the worker's
-backpressure bounds memory whatever waits for what. Pure logic, no Kafka and no asyncio.
+The first three are the partition's prefetch buffer: `held` counts them, so the worker's
+backpressure bounds memory whatever waits for what. Gathering jobs are bounded by their batches'
+`max_size` instead, so a batch can fill up from a single partition. Pure logic, no Kafka and no asyncio.
 """
 
 from __future__ import annotations
@@ -68,8 +69,7 @@ class Buffers:
 
     def held(self, partition: Partition) -> int:
         """The partition's jobs waiting for anything: what its prefetch bounds."""
-        held = self.scheduler.buffered(partition) + self.delayed.count(partition) + self.parked.count(partition)
-        return held + self.gathering.count(partition) if self.gathering else held
+        return self.scheduler.buffered(partition) + self.delayed.count(partition) + self.parked.count(partition)
 
     def poll_ms(self, closed: Iterable[Partition], now: float) -> int:
         """How long a fetch of the other partitions may wait while `closed` ones are left out of it.

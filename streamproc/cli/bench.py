@@ -23,7 +23,7 @@ console = Console()
 
 def _steps(bench: scenarios.Bench) -> tuple[tuple[str, str], ...]:
     return (
-        ("noop", "1-3, 6: no-op throughput: aiokafka, streamproc, FastStream, two streamproc processes"),
+        ("noop", "1-3, 6: no-op throughput: bare loop, dispatch floor, streamproc (task, batch, 2 processes), peers"),
         ("io", "4: 20 ms handler at concurrency 256"),
         ("priority", "5: high-priority wait, idle and behind a low backlog"),
         ("retry", "7: retry delay through a short tier"),
@@ -78,7 +78,8 @@ def bench(
         typer.Option("--scenario", "-s", help=f"Run only this scenario (repeatable): {', '.join(RUN)}."),
     ] = None,
 ) -> None:
-    """Measure streamproc against a bare aiokafka loop and FastStream on one broker, in one run."""
+    """Measure streamproc against a bare aiokafka loop, the dispatch floor and its peers (FastStream,
+    sentry-arroyo, faust-streaming, Celery on Kafka) on one broker, in one run."""
     if importlib.util.find_spec("faststream") is None:
         raise StreamprocError("streamproc bench compares against FastStream: pip install 'streamproc[bench]'")
     only = scenario or []
