@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 
@@ -18,6 +19,12 @@ from streamproc import admin, provisioning
 from streamproc.localbroker import LocalBroker
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
+
+# A shell without job control starts background jobs (`make test &`) with SIGINT ignored, and the
+# children inherit that: the tests that press Ctrl-C on `streamproc demo` and `streamproc top` would
+# see nothing happen. A handler, unlike an ignore, is reset to the default when a child starts.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _docker_answers() -> bool:
