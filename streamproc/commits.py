@@ -51,12 +51,10 @@ async def commit(
 
 @dataclass(frozen=True, slots=True)
 class Inherited:
-    """What a partition's last commit says: the offsets finished above it, and (sp2) when it was
-    made and whether its owner let the partition go with it."""
+    """What a partition's last commit says: the offsets finished above it, and (sp2) when it was made."""
 
     finished: set[int]
     at_ms: int | None
-    final: bool
 
 
 async def inherited(
@@ -74,7 +72,7 @@ async def inherited(
         log.warning("could not read the offset maps of the last commits", error=str(exc) or type(exc).__name__)
         return {}
     return {
-        tp: Inherited(offsetmap.decode(found.offset, found.metadata), *offsetmap.note(found.metadata))
+        tp: Inherited(offsetmap.decode(found.offset, found.metadata), offsetmap.noted_at(found.metadata))
         for tp, found in commits.items()
         if found.offset >= 0
     }

@@ -32,19 +32,20 @@ MAX_SPAN = 24_000
 
 def encode(committed: int, finished: Iterable[int], *, at_ms: int | None = None, final: bool = False) -> str:
     """The metadata for a commit of `committed` with `finished` offsets (all above it) done; with
-    `at_ms`, noting the commit's time and whether it is `final` (sp2)."""
+    `at_ms`, noting the commit's time and whether it is `final` (sp2: the owner let the partition go;
+    for people reading the group's offsets, a successor reads the statuses either way)."""
     bitset = _bitset(committed, finished)
     if at_ms is not None:
         return f"{NOTED_PREFIX}{at_ms}:{int(final)}:{bitset}"
     return PREFIX + bitset if bitset else ""
 
 
-def note(metadata: str) -> tuple[int | None, bool]:
-    """(commit time in ms, final) of sp2 metadata; (None, False) for any other."""
+def noted_at(metadata: str) -> int | None:
+    """The commit time (ms) sp2 metadata notes; None for any other."""
     if not metadata.startswith(NOTED_PREFIX):
-        return None, False
-    at, final, *_ = [*metadata[len(NOTED_PREFIX) :].split(":", 2), "", ""]
-    return (int(at) if at.isdigit() and len(at) < 16 else None), final == "1"
+        return None
+    at = metadata[len(NOTED_PREFIX) :].split(":", 1)[0]
+    return int(at) if at.isdigit() and len(at) < 16 else None
 
 
 def _bitset(committed: int, finished: Iterable[int]) -> str:

@@ -27,6 +27,7 @@ from aiokafka.errors import KafkaError
 from streamproc.admin import admin_client, topic_partitions
 from streamproc.lifecycle.status import TaskStatus
 from streamproc.settings import KafkaSettings
+from streamproc.tailing import partitions_when_present
 from streamproc.topology import Topology
 from streamproc.web.store import PRUNE_CHUNK, Row, StatusStore, row
 
@@ -38,7 +39,6 @@ MAX_PENDING = 40_000  # fetched records waiting for the writer before fetching w
 FETCH_MAX_BYTES = 16 * 1024 * 1024
 PARTITION_FETCH_BYTES = 4 * 1024 * 1024
 PARTITION_CHECK_S = 30.0  # how often to look for partitions added to the status topic
-TOPIC_WAIT_S = 2.0  # how often to look for a status topic that does not exist yet
 PRUNE_EVERY_S = 60.0
 
 log = structlog.get_logger("streamproc.web")
@@ -135,7 +135,7 @@ class StatusView:
             await asyncio.to_thread(writer.shutdown)  # a write under way finishes before the store is closed
 
     async def _fetch(self, consumer: AIOKafkaConsumer, admin: AIOKafkaAdminClient, mailbox: _Mailbox) -> None:
-        partitions = await self._wait_for_topic(admin)
+        partitions = [tp.partition for tp in await partitions_when_present(self.settings, self.topic)]
         await self._assign(consumer, partitions, self._written)
         ends = await consumer.end_offsets([TopicPartition(self.topic, p) for p in partitions])
         self._targets = {tp.partition: end for tp, end in ends.items()}
@@ -187,15 +187,6 @@ class StatusView:
         if all(self._written.get(p, 0) >= end for p, end in targets.items()):
             self.caught_up.set()
             log.info("status view caught up", topic=self.topic, statuses=self.statuses)
-
-    async def _wait_for_topic(self, admin: AIOKafkaAdminClient) -> list[int]:
-        waiting = False
-        while not (partitions := (await topic_partitions(admin, [self.topic])).get(self.topic)):
-            if not waiting:
-                log.warning("waiting for the status topic (`streamproc topics apply` creates it)", topic=self.topic)
-                waiting = True
-            await asyncio.sleep(TOPIC_WAIT_S)
-        return partitions
 
     async def _recheck(
         self, consumer: AIOKafkaConsumer, admin: AIOKafkaAdminClient, partitions: list[int], fetched: dict[int, int]
