@@ -132,18 +132,18 @@ def peak_rss_kib() -> int:
         return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
 
 
-def _consumer(spec: Spec) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
+async def nothing(payload: Any) -> None:
+    """The dispatch floor's handler."""
+
+
+async def _bare_loop(spec: Spec, meter: Meter, stop: asyncio.Event, *, dispatch: bool) -> None:
+    """getmany, JSON-decode each value (and, with `dispatch`, await `nothing` with it), commit after each batch."""
+    consumer = AIOKafkaConsumer(
         **KafkaSettings(bootstrap_servers=spec.bootstrap_servers).client_kwargs(),
         group_id=spec.group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-
-
-async def run_aiokafka(spec: Spec, meter: Meter, stop: asyncio.Event) -> None:
-    """The bare loop (SPEC §10): getmany, JSON-decode each value, commit after each batch."""
-    consumer = _consumer(spec)
     consumer.subscribe([spec.topic])
     await consumer.start()
     try:
@@ -151,7 +151,9 @@ async def run_aiokafka(spec: Spec, meter: Meter, stop: asyncio.Event) -> None:
             batches = await consumer.getmany(timeout_ms=100)
             for records in batches.values():
                 for record in records:
-                    json.loads(record.value)
+                    payload = json.loads(record.value)
+                    if dispatch:
+                        await nothing(payload)
                     meter.done += 1
             if batches:
                 await consumer.commit()
@@ -159,26 +161,14 @@ async def run_aiokafka(spec: Spec, meter: Meter, stop: asyncio.Event) -> None:
         await consumer.stop()
 
 
-async def nothing(payload: Any) -> None:
-    """The dispatch floor's handler."""
+async def run_aiokafka(spec: Spec, meter: Meter, stop: asyncio.Event) -> None:
+    """The bare loop (SPEC §10)."""
+    await _bare_loop(spec, meter, stop, dispatch=False)
 
 
 async def run_floor(spec: Spec, meter: Meter, stop: asyncio.Event) -> None:
     """The dispatch floor (SPEC §10): the bare loop awaiting a no-op `async def` handler per record."""
-    consumer = _consumer(spec)
-    consumer.subscribe([spec.topic])
-    await consumer.start()
-    try:
-        while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=100)
-            for records in batches.values():
-                for record in records:
-                    await nothing(json.loads(record.value))
-                    meter.done += 1
-            if batches:
-                await consumer.commit()
-    finally:
-        await consumer.stop()
+    await _bare_loop(spec, meter, stop, dispatch=True)
 
 
 async def run_faststream(spec: Spec, meter: Meter, stop: asyncio.Event) -> None:
