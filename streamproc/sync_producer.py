@@ -28,7 +28,7 @@ from typing import Any, Self, TypeVar, overload
 
 from streamproc.app import Task
 from streamproc.errors import StreamprocError
-from streamproc.lifecycle.handle import TaskHandle
+from streamproc.lifecycle.handle import SyncHandle, TaskHandle
 from streamproc.lifecycle.status import TaskStatus
 from streamproc.producer import Producer
 from streamproc.settings import KafkaSettings, Settings
@@ -166,7 +166,7 @@ class SyncProducer:
                 eta=eta,
             )
         )
-        return SyncTaskHandle(handle, self)
+        return SyncTaskHandle(handle, self._call)
 
     def submit_many(
         self,
@@ -180,7 +180,7 @@ class SyncProducer:
         """`Producer.submit_many`, blocking until every delivery is acknowledged; returns the handles in order."""
         batch = list(payloads)  # consumed here, in the caller's thread, not on the loop
         handles = self._call(lambda p: p.submit_many(task, batch, priority=priority, key=key, traceparent=traceparent))
-        return [SyncTaskHandle(handle, self) for handle in handles]
+        return [SyncTaskHandle(handle, self._call) for handle in handles]
 
     def status(self, task_id: str) -> TaskStatus:
         """`Producer.status`."""
@@ -240,31 +240,8 @@ class SyncProducer:
         return StreamprocError("the SyncProducer is closed: create a new one to submit more tasks")
 
 
-class SyncTaskHandle:
+class SyncTaskHandle(SyncHandle[TaskHandle]):
     """`TaskHandle` for synchronous code: `result()` and `wait()` block the calling thread."""
-
-    def __init__(self, handle: TaskHandle, producer: SyncProducer) -> None:
-        self.handle = handle
-        self._producer = producer
-
-    @property
-    def id(self) -> str:
-        return self.handle.id
-
-    def __str__(self) -> str:
-        return self.handle.id
-
-    def __repr__(self) -> str:
-        return f"SyncTaskHandle({self.handle!r})"
-
-    def status(self) -> TaskStatus:
-        return self._producer._call(lambda _: self.handle.status())
-
-    def wait(self, timeout: float | None = None) -> TaskStatus:
-        return self._producer._call(lambda _: self.handle.wait(timeout))
-
-    def result(self, timeout: float | None = None) -> Any:
-        return self._producer._call(lambda _: self.handle.result(timeout))
 
 
 def _end(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:

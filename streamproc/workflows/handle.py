@@ -10,12 +10,12 @@ write `dead` (naming the step or member that died) or `cancelled` when the workf
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from streamproc.errors import StreamprocError
-from streamproc.lifecycle.handle import TaskHandle
+from streamproc.lifecycle.handle import SyncHandle, TaskHandle
 from streamproc.lifecycle.status import TaskState, TaskStatus
 
 
@@ -71,39 +71,12 @@ class WorkflowHandle:
         return await self._cancel(self.id)
 
 
-class SyncWorkflowHandle:
+class SyncWorkflowHandle(SyncHandle[WorkflowHandle]):
     """`WorkflowHandle` for synchronous code (`SyncProducer.submit`): each call blocks the caller."""
-
-    def __init__(
-        self, handle: WorkflowHandle, call: Callable[[Callable[[Any], Coroutine[Any, Any, Any]]], Any]
-    ) -> None:
-        self.handle = handle
-        self._call = call  # runs a coroutine on the SyncProducer's loop and waits for it
-
-    @property
-    def id(self) -> str:
-        return self.handle.id
-
-    def __str__(self) -> str:
-        return self.handle.id
-
-    def __repr__(self) -> str:
-        return f"SyncWorkflowHandle({self.handle!r})"
-
-    def result(self, timeout: float | None = None) -> Any:
-        return self._call(lambda _: self.handle.result(timeout))
 
     def results(self, timeout: float | None = None) -> list[Any]:
         results: list[Any] = self._call(lambda _: self.handle.results(timeout))
         return results
-
-    def wait(self, timeout: float | None = None) -> TaskStatus:
-        status: TaskStatus = self._call(lambda _: self.handle.wait(timeout))
-        return status
-
-    def status(self) -> TaskStatus:
-        status: TaskStatus = self._call(lambda _: self.handle.status())
-        return status
 
     def cancel(self) -> TaskStatus:
         status: TaskStatus = self._call(lambda _: self.handle.cancel())
