@@ -17,6 +17,14 @@ from streamproc.settings import KafkaSettings
 from streamproc.worker import Worker
 
 
+def wait_for(condition: Callable[[], bool], within_s: float, what: str) -> None:
+    """Polls `condition` until it holds; fails the test with `what` once `within_s` has passed."""
+    deadline = time.monotonic() + within_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {within_s} s waiting for {what}"
+        time.sleep(0.05)
+
+
 def worker_command(app: str, group: str, topics_file: str, *extra: str) -> list[str]:
     """The command line of a `streamproc worker` subprocess on a free metrics port."""
     return [

@@ -20,8 +20,8 @@ import yaml
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from streamproc.topology import Topology
-from tests.browser.support import TOKEN, Web, wait_for
-from tests.helpers import WorkerProcesses
+from tests.browser.support import TOKEN, Web
+from tests.helpers import WorkerProcesses, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 # The flags that keep Chromium from reaching for Google's services, which this closed network refuses.

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +31,6 @@ class Web:
 
     def ui(self, view: str = "/") -> str:
         return f"{self.url}/ui/#{view}"
-
-
-def wait_for(condition: Callable[[], bool], within_s: float, what: str) -> None:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {within_s} s waiting for {what}"
-        time.sleep(0.05)
 
 
 def blocking(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -17,7 +17,8 @@ from playwright.sync_api import Page, expect
 
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
-from tests.browser.support import Web, apply, open_ui, ran, screenshot, submit, wait_for
+from tests.browser.support import Web, apply, open_ui, ran, screenshot, submit
+from tests.helpers import wait_for
 
 Workers = Callable[..., subprocess.Popen[bytes]]
 GONE_WITHIN_S = 10.0

@@ -22,7 +22,7 @@ from streamproc import Producer, SyncProducer, TaskState, provisioning
 from streamproc.errors import StreamprocError
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
-from tests.helpers import WorkerProcesses
+from tests.helpers import WorkerProcesses, wait_for
 
 Workers = Callable[[Topology], subprocess.Popen[bytes]]
 
@@ -44,13 +44,6 @@ def runs(path: Path) -> list[Run]:
         if len(parts) == 4:  # a line being written has fewer parts
             found.append(Run(parts[0], int(parts[1]), int(parts[2]), int(parts[3])))
     return found
-
-
-def wait_for(condition: Callable[[], bool], within_s: float, what: str) -> None:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 @pytest.fixture

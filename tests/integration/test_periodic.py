@@ -30,16 +30,9 @@ from streamproc.timing.periodic_runner import fire_id, periodic_firing, read_sta
 from streamproc.topology import Topology
 from streamproc.worker import Worker
 from streamproc.worker_config import WorkerConfig
-from tests.helpers import WorkerProcesses, read_records, run_cli, running, until
+from tests.helpers import WorkerProcesses, read_records, run_cli, running, until, wait_for
 
 EVERY_MS = 2000
-
-
-def wait_for(condition: Callable[[], bool], within_s: float, what: str) -> None:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def journal(path: Path) -> list[tuple[int, int, str]]:

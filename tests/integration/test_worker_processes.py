@@ -6,7 +6,6 @@ import asyncio
 import json
 import signal
 import subprocess
-import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ from aiokafka import TopicPartition
 from streamproc import Producer, admin, lag, offsetmap, provisioning
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
-from tests.helpers import WorkerProcesses
+from tests.helpers import WorkerProcesses, wait_for
 
 
 @dataclass(frozen=True)
@@ -52,13 +51,6 @@ class Journal:
 
     def done(self) -> list[Line]:
         return [line for line in self.lines() if line.event == "done"]
-
-
-def wait_for(condition: Callable[[], bool], within_s: float, what: str) -> None:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture
