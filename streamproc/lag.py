@@ -1,8 +1,9 @@
 """Consumer lag of a group, and the replicas KEDA's Kafka scaler would ask for (SPEC §6).
 
-KEDA's formula (kedacore/keda `pkg/scalers/kafka_scaler.go`, see KAFKA-NOTES), for one trigger:
-a partition's lag is end offset - committed offset, or the end offset itself when the group never
-committed it (`offsetResetPolicy: earliest`); `totalLag` sums them; unless `allowIdleConsumers`,
+KEDA's formula (kedacore/keda v2.21 `pkg/scalers/kafka_scaler.go`, the version the chart targets),
+for one trigger: a partition's lag is end offset - committed offset, or end offset - log start
+offset when the group never committed it (`offsetResetPolicy: earliest`; up to v2.20 KEDA counted
+the end offset itself, too much once retention moved the log start); `totalLag` sums them; unless `allowIdleConsumers`,
 if `totalLag / lagThreshold` (integer division) exceeds the partition count, `totalLag` becomes
 partitions * lagThreshold; the HPA then wants ceil(totalLag / lagThreshold) replicas. With one
 trigger per intake topic and route (what `streamproc lag` assumes), the HPA takes the largest.
@@ -48,8 +49,9 @@ class PartitionLag:
 
     @property
     def keda_lag(self) -> int:
-        """The lag as KEDA counts it: the end offset itself when never committed."""
-        return self.end if self.committed is None else max(0, self.end - self.committed)
+        """The lag as KEDA counts it: from the commit, or from the log start when never committed,
+        and without the commit's offset map."""
+        return max(0, self.end - (self.start if self.committed is None else self.committed))
 
 
 def keda_replicas(partitions: Sequence[PartitionLag], lag_threshold: int) -> int:

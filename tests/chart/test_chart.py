@@ -175,7 +175,11 @@ def test_scaledobject_triggers_are_the_intake_topics_and_routes_of_the_topics_fi
     assert {m["bootstrapServers"] for m in metadata} == {"kafka:9092"}
     assert {(m["lagThreshold"], m["activationLagThreshold"]) for m in metadata} == {("100", "0")}
     assert scaled["spec"]["scaleTargetRef"]["name"] == one(objects, "Deployment")["metadata"]["name"]
-    assert {"pollingInterval", "cooldownPeriod", "minReplicaCount", "maxReplicaCount"} <= scaled["spec"].keys()
+    assert {"minReplicaCount", "maxReplicaCount"} <= scaled["spec"].keys()
+    # KEDA 2.21 uses them only to scale from and to zero, and its webhook warns of them otherwise.
+    assert not {"pollingInterval", "cooldownPeriod"} & scaled["spec"].keys()
+    to_zero = one(render(merged(values, {"autoscaling": {"minReplicas": 0}})), "ScaledObject")["spec"]
+    assert (to_zero["minReplicaCount"], to_zero["pollingInterval"], to_zero["cooldownPeriod"]) == (0, 15, 300)
     assert scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
 
 

@@ -20,7 +20,8 @@ def test_lag_counts_from_the_commit_or_else_from_the_log_start() -> None:
     assert PartitionLag("t", 0, 10, 50, 40).lag == 10
     never = PartitionLag("t", 0, 10, 50, None)
     assert never.lag == 40  # a new group starts at the log start
-    assert never.keda_lag == 50  # KEDA (offsetResetPolicy earliest) counts the end offset itself
+    assert never.keda_lag == 40  # KEDA 2.21 (offsetResetPolicy earliest) counts from the log start too
+    assert PartitionLag("t", 0, 60, 50, None).keda_lag == 0  # retention moved the start past a stale end
 
 
 @pytest.mark.parametrize(
