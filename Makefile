@@ -12,6 +12,15 @@ HELM_BUILD := .tools/helm-$(HELM_VERSION)/helm
 HELM := .tools/bin/helm
 GO ?= $(or $(shell command -v go 2>/dev/null),/usr/local/go/bin/go)
 
+# The Kubernetes tests' control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) and
+# KEDA (operator, metrics adapter, admission webhooks) with kwok's fake node, built from the Go module proxy
+# by the pinned wrapper modules tools/k8s and tools/keda (tests/k8s starts them on loopback). Each build
+# sits in a directory named by the hash of its module files, so a version change rebuilds it, and
+# .tools/k8s and .tools/keda link to the current one.
+K8S_TOOLS := .tools/k8s-$(shell cat tools/k8s/go.mod tools/k8s/go.sum | sha256sum | cut -c1-12)
+KEDA_TOOLS := .tools/keda-$(shell cat tools/keda/go.mod tools/keda/go.sum | sha256sum | cut -c1-12)
+GO_BUILD := GOTOOLCHAIN=local GOFLAGS=-mod=readonly $(GO) build -trimpath
+
 # Debian's Chromium for the browser tests (tests/browser): Playwright drives it by its path, so no test
 # downloads a browser of its own. Installed from Debian's packages when missing (CI is a fresh machine, as root).
 CHROMIUM := /usr/bin/chromium
@@ -43,7 +52,7 @@ IMAGE_BUILD_FLAGS_ONCE = --network host --build-arg BASE_IMAGE=$(IMAGE_BASE) \
 	$(if $(IMAGE_PIP_EXTRA_INDEX_URL),--build-arg PIP_EXTRA_INDEX_URL='$(IMAGE_PIP_EXTRA_INDEX_URL)') \
 	$(if $(IMAGE_PIP_TRUSTED_HOST),--build-arg PIP_TRUSTED_HOST='$(IMAGE_PIP_TRUSTED_HOST)')
 
-.PHONY: install demo test lint unit fuzz chaos docs helm chromium bench broker-stop clean image image-tools image-base image-smoke
+.PHONY: install demo test lint unit fuzz chaos docs helm k8s-tools chromium bench broker-stop clean image image-tools image-base image-smoke
 
 install: $(INSTALLED)
 
@@ -90,6 +99,24 @@ $(HELM): $(HELM_BUILD)
 	mkdir -p $(@D)
 	ln -sfn ../helm-$(HELM_VERSION)/helm $@
 
+k8s-tools: .tools/k8s/bin/.built .tools/keda/bin/.built
+
+$(K8S_TOOLS)/bin/.built: tools/k8s/go.mod tools/k8s/go.sum
+	cd tools/k8s && $(GO_BUILD) -o $(CURDIR)/$(@D)/ tool
+	mv $(@D)/server $(@D)/etcd
+	touch $@
+
+$(KEDA_TOOLS)/bin/.built: tools/keda/go.mod tools/keda/go.sum
+	cd tools/keda && $(GO_BUILD) -o $(CURDIR)/$(@D)/ tool
+	for name in operator adapter webhooks; do mv $(@D)/$$name $(@D)/keda-$$name; done
+	touch $@
+
+.tools/k8s/bin/.built: $(K8S_TOOLS)/bin/.built
+	ln -sfn $(notdir $(K8S_TOOLS)) .tools/k8s
+
+.tools/keda/bin/.built: $(KEDA_TOOLS)/bin/.built
+	ln -sfn $(notdir $(KEDA_TOOLS)) .tools/keda
+
 chromium: $(CHROMIUM)
 
 $(CHROMIUM):
@@ -97,7 +124,7 @@ $(CHROMIUM):
 	apt-get install -y -q --no-install-recommends chromium \
 	|| { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
 
-test: lint docs $(HELM) $(CHROMIUM) image
+test: lint docs $(HELM) k8s-tools $(CHROMIUM) image
 	$(BIN)/pytest
 
 # podman, runc and debootstrap from Debian's packages when missing (CI is a fresh machine, as root),
