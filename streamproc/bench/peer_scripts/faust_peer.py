@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,7 +20,7 @@ from protocol import Counter, finish, report_progress, spec  # type: ignore[impo
 counter = Counter()
 
 
-def main(config: dict[str, Any]) -> None:
+def main(config: dict[str, Any], datadir: str) -> None:
     app = faust.App(
         config["group"],  # faust's consumer group is its app id
         broker=[f"kafka://{server}" for server in config["bootstrap_servers"].split(",")],
@@ -28,6 +29,7 @@ def main(config: dict[str, Any]) -> None:
         topic_disable_leader=True,
         web_enabled=False,
         store="memory://",
+        datadir=datadir,  # faust's default is <app id>-data in the working directory
     )
     topic = app.topic(config["topic"], value_serializer="json")
 
@@ -46,4 +48,5 @@ def main(config: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main(spec())
+    with tempfile.TemporaryDirectory(prefix="faust-peer-") as datadir:
+        main(spec(), datadir)
