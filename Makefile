@@ -17,7 +17,13 @@ GO ?= $(or $(shell command -v go 2>/dev/null),/usr/local/go/bin/go)
 # by the pinned wrapper modules tools/k8s and tools/keda (tests/k8s starts them on loopback). Each build
 # sits in a directory named by the hash of its module files, so a version change rebuilds it, and
 # .tools/k8s and .tools/keda link to the current one.
-K8S_TOOLS := .tools/k8s-$(shell cat tools/k8s/go.mod tools/k8s/go.sum | sha256sum | cut -c1-12)
+# go build stamps no version (Kubernetes' own build does, from git): helm would read v0.0.0 and refuse
+# the chart's kubeVersion, so the version the module requires is written in.
+K8S_VERSION := $(shell sed -n 's|^\tk8s.io/kubernetes \(v[0-9.]*\).*|\1|p' tools/k8s/go.mod)
+K8S_VERSION_FLAGS := -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
+	-X k8s.io/component-base/version.gitMajor=$(word 1,$(subst ., ,$(K8S_VERSION:v%=%))) \
+	-X k8s.io/component-base/version.gitMinor=$(word 2,$(subst ., ,$(K8S_VERSION:v%=%)))
+K8S_TOOLS := .tools/k8s-$(shell { cat tools/k8s/go.mod tools/k8s/go.sum; echo '$(K8S_VERSION_FLAGS)'; } | sha256sum | cut -c1-12)
 KEDA_TOOLS := .tools/keda-$(shell cat tools/keda/go.mod tools/keda/go.sum | sha256sum | cut -c1-12)
 GO_BUILD := GOTOOLCHAIN=local GOFLAGS=-mod=readonly $(GO) build -trimpath
 
@@ -102,7 +108,7 @@ $(HELM): $(HELM_BUILD)
 k8s-tools: .tools/k8s/bin/.built .tools/keda/bin/.built
 
 $(K8S_TOOLS)/bin/.built: tools/k8s/go.mod tools/k8s/go.sum
-	cd tools/k8s && $(GO_BUILD) -o $(CURDIR)/$(@D)/ tool
+	cd tools/k8s && $(GO_BUILD) -ldflags "$(K8S_VERSION_FLAGS)" -o $(CURDIR)/$(@D)/ tool
 	mv $(@D)/server $(@D)/etcd
 	touch $@
 
@@ -111,11 +117,14 @@ $(KEDA_TOOLS)/bin/.built: tools/keda/go.mod tools/keda/go.sum
 	for name in operator adapter webhooks; do mv $(@D)/$$name $(@D)/keda-$$name; done
 	touch $@
 
+# The link moves to the new build, and earlier builds (hundreds of MB each) go.
 .tools/k8s/bin/.built: $(K8S_TOOLS)/bin/.built
 	ln -sfn $(notdir $(K8S_TOOLS)) .tools/k8s
+	rm -rf $(filter-out $(K8S_TOOLS),$(wildcard .tools/k8s-*))
 
 .tools/keda/bin/.built: $(KEDA_TOOLS)/bin/.built
 	ln -sfn $(notdir $(KEDA_TOOLS)) .tools/keda
+	rm -rf $(filter-out $(KEDA_TOOLS),$(wildcard .tools/keda-*))
 
 chromium: $(CHROMIUM)
 
