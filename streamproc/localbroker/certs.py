@@ -40,20 +40,15 @@ def _still_valid(path: Path) -> bool:
     return cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC) > RENEW_BEFORE
 
 
-def ensure_certificates(directory: Path, label: str) -> BrokerCertificates:
-    """The CA and server certificate in `directory`, made anew if absent or about to expire."""
-    certs = BrokerCertificates(directory / "ca.pem", directory / "server.pem")
-    if _still_valid(certs.ca_file) and _still_valid(certs.keystore_file):
-        return certs
-    now = datetime.datetime.now(datetime.UTC)
-    start, end = now - datetime.timedelta(minutes=5), now + VALIDITY  # a little slack for clock skew
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name(f"streamproc local CA ({label})")
-    ca_cert = (
+def ca_certificate(
+    key: ec.EllipticCurvePrivateKey, name: x509.Name, start: datetime.datetime, end: datetime.datetime
+) -> x509.Certificate:
+    """A self-signed CA certificate that signs end-entity certificates only (path length 0)."""
+    return (
         x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(end)
@@ -72,9 +67,21 @@ def ensure_certificates(directory: Path, label: str) -> BrokerCertificates:
             ),
             critical=True,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
     )
+
+
+def ensure_certificates(directory: Path, label: str) -> BrokerCertificates:
+    """The CA and server certificate in `directory`, made anew if absent or about to expire."""
+    certs = BrokerCertificates(directory / "ca.pem", directory / "server.pem")
+    if _still_valid(certs.ca_file) and _still_valid(certs.keystore_file):
+        return certs
+    now = datetime.datetime.now(datetime.UTC)
+    start, end = now - datetime.timedelta(minutes=5), now + VALIDITY  # a little slack for clock skew
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = _name(f"streamproc local CA ({label})")
+    ca_cert = ca_certificate(ca_key, ca_name, start, end)
     server_key = ec.generate_private_key(ec.SECP256R1())
     server_cert = (
         x509.CertificateBuilder()
