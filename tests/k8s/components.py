@@ -100,7 +100,7 @@ def go_module_dir(module: str) -> Path:
     result = subprocess.run(
         [go, "list", "-m", "-f", "{{.Dir}}", module],
         cwd=KEDA_TOOLS_MODULE,
-        env=os.environ | {"GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"},
+        env=os.environ | {"GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"},
         capture_output=True,
         text=True,
         timeout=120,
