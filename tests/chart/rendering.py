@@ -45,6 +45,23 @@ TLS_SYSTEM_CAS = {"kafka": {"tls": {"enabled": True}}}
 WEB = {"web": {"enabled": True, "token": {"existingSecret": "streamproc-web"}}}
 
 
+# The combinations every offline and server-side check covers: autoscaling modes, Kafka security.
+MODES = ["keda", "hpa", "none"]
+SECURITY: dict[str, Obj] = {"plaintext": {}, "sasl": SASL, "sasl+tls": SASL_TLS, "tls-system-cas": TLS_SYSTEM_CAS}
+
+
+def merged(*layers: Obj) -> Obj:
+    """Values layers merged key by key, as helm merges `-f` files over the defaults."""
+    result: Obj = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(result.get(key), dict):
+                result[key] = merged(result[key], value)
+            else:
+                result[key] = value
+    return result
+
+
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
     """Run the pinned helm; fail (never skip) with the way to build it when it is missing."""
     if not os.access(HELM, os.X_OK):

@@ -15,14 +15,17 @@ from streamproc.topology import Topology, load_topology
 from tests.chart.rendering import (
     CHART,
     FULLNAME,
+    MODES,
     REPO,
     SASL,
     SASL_TLS,
+    SECURITY,
     TLS_SYSTEM_CAS,
     WEB,
     Obj,
     by_kind,
     lint,
+    merged,
     of_component,
     one,
     render,
@@ -34,9 +37,6 @@ from tests.chart.rendering import (
     worker_container,
 )
 from tests.chart.validation import validate
-
-MODES = ["keda", "hpa", "none"]
-SECURITY: dict[str, Obj] = {"plaintext": {}, "sasl": SASL, "sasl+tls": SASL_TLS, "tls-system-cas": TLS_SYSTEM_CAS}
 
 # Not the defaults: four priorities, another prefix, a managed route with more partitions than the
 # intake topics and a producer-owned route (no partitions), to show the triggers follow the data.
@@ -51,18 +51,6 @@ CUSTOM_TOPICS: Obj = {
         ],
     }
 }
-
-
-def merged(*layers: Obj) -> Obj:
-    """Values layers merged key by key, as helm merges `-f` files over the defaults."""
-    result: Obj = {}
-    for layer in layers:
-        for key, value in layer.items():
-            if isinstance(value, dict) and isinstance(result.get(key), dict):
-                result[key] = merged(result[key], value)
-            else:
-                result[key] = value
-    return result
 
 
 def mode(name: str) -> Obj:

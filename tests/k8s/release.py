@@ -25,7 +25,7 @@ from kubernetes import client as k8s
 
 from streamproc import admin
 from streamproc.settings import KafkaSettings
-from tests.chart.rendering import CHART, HELM, Obj
+from tests.chart.rendering import CHART, HELM, Obj, merged
 from tests.k8s.cluster import Cluster
 
 THRESHOLD = 100  # autoscaling.lagThreshold of every release here
@@ -53,14 +53,6 @@ def manifest(model: Any) -> Obj:
     return document
 
 
-def merged(base: Obj, over: Mapping[str, Any]) -> Obj:
-    """`over` layered onto `base`, key by key, as helm layers values files."""
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = merged(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), dict) else value
-    return out
-
-
 @dataclass(frozen=True)
 class Release:
     """One helm release of the chart: its name, namespace, topic prefix and consumer group."""
@@ -79,7 +71,7 @@ class Release:
     def deployment(self) -> str:
         return f"{self.name}-streamproc"
 
-    def values(self, over: Mapping[str, Any] | None = None) -> Obj:
+    def values(self, over: Obj | None = None) -> Obj:
         """The chart's values for this release: the session broker, topics under the release's prefix
         (two priorities, no route unless `over` adds one), the test's HPA behavior, then `over`."""
         base: Obj = {

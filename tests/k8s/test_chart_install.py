@@ -18,9 +18,9 @@ from kubernetes.client import ApiException
 
 from streamproc import admin
 from streamproc.settings import KafkaSettings
-from tests.chart.rendering import CHART, NAMESPACE, SASL, SASL_TLS, TLS_SYSTEM_CAS, WEB, Obj, render
+from tests.chart.rendering import CHART, MODES, NAMESPACE, SECURITY, WEB, Obj, merged, render
 from tests.k8s.cluster import Cluster
-from tests.k8s.release import Release, manifest, merged, restricted_namespace
+from tests.k8s.release import Release, manifest, restricted_namespace
 
 pytestmark = pytest.mark.kafka  # the releases talk to the session broker; a skip fails the run
 
@@ -66,18 +66,15 @@ def scaled_object(api: k8s.ApiClient, release: Release) -> Obj:
     return dict(found)
 
 
-SECURITY: dict[str, Obj] = {"plaintext": {}, "sasl": SASL, "sasl+tls": SASL_TLS, "tls-system-cas": TLS_SYSTEM_CAS}
-
-
 @pytest.mark.parametrize("web", [False, True], ids=["", "web"])
 @pytest.mark.parametrize("security", list(SECURITY))
-@pytest.mark.parametrize("autoscaling", ["keda", "hpa", "none"])
+@pytest.mark.parametrize("autoscaling", MODES)
 def test_every_value_combination_passes_a_server_side_dry_run(
     api: k8s.ApiClient, dry_run_namespace: str, autoscaling: str, security: str, web: bool
 ) -> None:
     """The combinations tests/chart validates offline, sent to the API server with dryRun=All and strict
     field validation: admission (Pod Security `restricted`, KEDA's webhook) and the CRDs' schemas."""
-    values = merged(merged({"autoscaling": {"mode": autoscaling}}, SECURITY[security]), WEB if web else {})
+    values = merged({"autoscaling": {"mode": autoscaling}}, SECURITY[security], WEB if web else {})
     objects = render(values)
     resources = dynamic.DynamicClient(api).resources  # type: ignore[no-untyped-call]
     for obj in objects:
