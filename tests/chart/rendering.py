@@ -12,7 +12,8 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -62,48 +63,43 @@ def merged(*layers: Obj) -> Obj:
     return result
 
 
-def helm(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the pinned helm; fail (never skip) with the way to build it when it is missing."""
+def helm(*args: str, env: Mapping[str, str] | None = None, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the pinned helm (with `env` over the environment); fail (never skip) with the way to build it
+    when it is missing."""
     if not os.access(HELM, os.X_OK):
         pytest.fail(f"helm is missing at {HELM}: run `make helm` (builds the pinned version with go install)")
-    return subprocess.run([str(HELM), *args], capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [str(HELM), *args],
+        capture_output=True,
+        text=True,
+        env=os.environ | dict(env or {}),
+        timeout=timeout_s,
+        check=False,
+    )
 
 
-def _values_file(values: Obj) -> str:
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as file:
+@contextmanager
+def values_file(values: Obj) -> Iterator[str]:
+    """`values` in a temporary file for `helm -f`, removed afterwards."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
         json.dump(values, file)  # JSON is YAML, and keeps None as null
-        return file.name
+        file.flush()
+        yield file.name
 
 
 def try_render(values: Obj | None = None, *extra: str, chart: Path = CHART) -> subprocess.CompletedProcess[str]:
     """`helm template` of `chart` with `values` layered over the defaults."""
-    path = _values_file(values or {})
-    try:
-        return helm(
-            "template",
-            RELEASE,
-            str(chart),
-            "--namespace",
-            NAMESPACE,
-            "--kube-version",
-            KUBE_VERSION,
-            "-f",
-            path,
-            *extra,
-        )
-    finally:
-        os.unlink(path)
+    with values_file(values or {}) as path:
+        args = ["template", RELEASE, str(chart), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION]
+        return helm(*args, "-f", path, *extra)
 
 
 def lint(values: Obj) -> subprocess.CompletedProcess[str]:
     """`helm lint --strict` of the chart with `values` layered over the defaults."""
-    path = _values_file(values)
-    try:
+    with values_file(values) as path:
         return helm(
             "lint", "--strict", str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION, "-f", path
         )
-    finally:
-        os.unlink(path)
 
 
 def render(values: Obj | None = None) -> list[Obj]:

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,7 @@ from kubernetes import client as k8s
 
 from streamproc import admin
 from streamproc.settings import KafkaSettings
-from tests.chart.rendering import CHART, HELM, Obj, merged
+from tests.chart.rendering import CHART, Obj, helm, merged, values_file
 from tests.k8s.cluster import Cluster
 
 THRESHOLD = 100  # autoscaling.lagThreshold of every release here
@@ -92,16 +90,12 @@ class Release:
         return merged(base, over or {})
 
     def helm(self, command: str, values: Obj, *extra: str, chart: Path = CHART) -> subprocess.CompletedProcess[str]:
-        """`helm install|upgrade` of `chart` with `values`, waiting for its objects (and hooks) to be ready."""
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
-            json.dump(values, file)
-            file.flush()
-            args = [command, self.name, str(chart), "--namespace", self.namespace, "-f", file.name]
-            return self.run_helm(*args, "--wait", "--timeout", "180s", *extra)
-
-    def run_helm(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = os.environ | {"KUBECONFIG": str(self.cluster.kubeconfig)}
-        return subprocess.run([str(HELM), *args], capture_output=True, text=True, env=env, timeout=240, check=False)
+        """`helm install|upgrade` of `chart` with `values` into the test cluster, waiting for its objects
+        (and hooks) to be ready."""
+        with values_file(values) as path:
+            args = [command, self.name, str(chart), "--namespace", self.namespace, "-f", path]
+            kubeconfig = {"KUBECONFIG": str(self.cluster.kubeconfig)}
+            return helm(*args, "--wait", "--timeout", "180s", *extra, env=kubeconfig, timeout_s=240)
 
     def streamproc_lag(self, topics_file: Path) -> dict[str, Any]:
         """`streamproc lag --json` for this release's group and topics, as an operator would run it."""
