@@ -30,8 +30,6 @@ from tests.k8s.release import THRESHOLD, Release, commit, delete_records, manife
 
 pytestmark = pytest.mark.kafka
 
-PARTITIONS = 6  # of each intake topic (Release.values), so the HPA's maxReplicas is 6
-
 
 @dataclass(frozen=True)
 class Shape:
