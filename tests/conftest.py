@@ -119,13 +119,14 @@ async def one_partition(kafka_settings: KafkaSettings, topology: Topology) -> To
 INTEGRATION_DIR = os.path.join(os.path.dirname(__file__), "integration")
 CHAOS_DIR = os.path.join(os.path.dirname(__file__), "chaos")
 BROWSER_DIR = os.path.join(os.path.dirname(__file__), "browser")
+K8S_DIR = os.path.join(os.path.dirname(__file__), "k8s")  # KEDA in the test cluster reads the broker
 _skipped_kafka_tests: list[str] = []
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test under tests/integration, tests/chaos and tests/browser talks to a real broker."""
+    """Every test under tests/integration, tests/chaos, tests/browser and tests/k8s talks to a real broker."""
     for item in items:
-        if str(item.path).startswith((INTEGRATION_DIR, CHAOS_DIR, BROWSER_DIR)):
+        if str(item.path).startswith((INTEGRATION_DIR, CHAOS_DIR, BROWSER_DIR, K8S_DIR)):
             item.add_marker(pytest.mark.kafka)
 
 

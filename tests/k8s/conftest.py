@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from kubernetes import client as k8s
@@ -17,15 +16,6 @@ from kubernetes import client as k8s
 from streamproc.settings import KafkaSettings
 from tests.k8s.cluster import Cluster, ClusterError, start_cluster
 from tests.k8s.release import Release, restricted_namespace
-
-K8S_DIR = Path(__file__).parent
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test here is a kafka test (the cluster's KEDA reads the session broker): never skipped."""
-    for item in items:
-        if item.path.is_relative_to(K8S_DIR):
-            item.add_marker(pytest.mark.kafka)
 
 
 @pytest.fixture(scope="session")

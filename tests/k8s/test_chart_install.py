@@ -22,8 +22,6 @@ from tests.chart.rendering import CHART, MODES, NAMESPACE, SECURITY, WEB, Obj, m
 from tests.k8s.cluster import Cluster
 from tests.k8s.release import Release, manifest, restricted_namespace
 
-pytestmark = pytest.mark.kafka  # the releases talk to the session broker; a skip fails the run
-
 
 def topics_on_broker(settings: KafkaSettings, prefix: str) -> set[str]:
     async def names() -> set[str]:

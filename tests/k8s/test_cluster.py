@@ -20,8 +20,6 @@ from streamproc import admin
 from streamproc.settings import KafkaSettings
 from tests.k8s.cluster import Cluster
 
-pytestmark = pytest.mark.kafka  # the KEDA test reads the session broker; a skip fails the run
-
 IMAGE = f"localhost/streamproc-example:{streamproc.__version__}"  # the chart's default image (`make image`)
 
 

@@ -28,8 +28,6 @@ from tests.chart.rendering import Obj
 from tests.helpers import wait_for
 from tests.k8s.release import THRESHOLD, Release, commit, delete_records, manifest, produce
 
-pytestmark = pytest.mark.kafka
-
 
 @dataclass(frozen=True)
 class Shape:
