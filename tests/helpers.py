@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -15,6 +16,17 @@ from aiokafka import AIOKafkaConsumer
 
 from streamproc.settings import KafkaSettings
 from streamproc.worker import Worker
+
+CONTAINERS_CONF = Path(__file__).parents[1] / ".tools" / "image" / "containers.conf"
+
+
+def podman_as_make_image_runs_it() -> tuple[str, dict[str, str]]:
+    """podman's path and the environment `make image` runs it with (the project's containers.conf: runc
+    and explicit ulimits); fails with the way to get them when either is missing."""
+    command = shutil.which("podman")
+    assert command, "podman is not installed: `make image` installs it (with runc and debootstrap)"
+    assert CONTAINERS_CONF.is_file(), f"{CONTAINERS_CONF} is missing: run `make image` first"
+    return command, os.environ | {"CONTAINERS_CONF": str(CONTAINERS_CONF)}
 
 
 def wait_for(condition: Callable[[], bool], within_s: float, what: str) -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -26,11 +24,11 @@ from handlers.app import GenerateReport, generate_report
 from streamproc import Producer, provisioning
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
+from tests.helpers import podman_as_make_image_runs_it
 
 pytestmark = pytest.mark.kafka  # the worker test needs the session broker; a skip fails the run
 
 ROOT = Path(__file__).parents[2]
-CONTAINERS_CONF = ROOT / ".tools" / "image" / "containers.conf"
 WORKER_IMAGE = f"localhost/streamproc:{streamproc.__version__}"  # `make image`: --target worker
 
 
@@ -46,17 +44,8 @@ def chart_default_app() -> str:
 
 
 def podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    command = shutil.which("podman")
-    assert command, "podman is not installed: `make image` installs it (with runc and debootstrap)"
-    assert CONTAINERS_CONF.is_file(), f"{CONTAINERS_CONF.relative_to(ROOT)} is missing: run `make image` first"
-    return subprocess.run(
-        [command, *args],
-        env=os.environ | {"CONTAINERS_CONF": str(CONTAINERS_CONF)},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    command, env = podman_as_make_image_runs_it()
+    return subprocess.run([command, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 @pytest.fixture(scope="module")

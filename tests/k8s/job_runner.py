@@ -10,7 +10,6 @@ import base64
 import contextlib
 import datetime
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -22,9 +21,8 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client import ApiException
 
-from tests.k8s.components import ROOT, log_tail
-
-CONTAINERS_CONF = ROOT / ".tools" / "image" / "containers.conf"  # podman as `make image` runs it
+from tests.helpers import podman_as_make_image_runs_it
+from tests.k8s.components import log_tail
 
 
 def _now() -> str:
@@ -180,13 +178,9 @@ class JobRunner:
         log_path = self.log_path(namespace, name)
         try:
             with log_path.open("wb") as log:
+                podman, podman_env = podman_as_make_image_runs_it()
                 result = subprocess.run(
-                    [_podman_binary(), *argv],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=os.environ | {"CONTAINERS_CONF": str(CONTAINERS_CONF)},
-                    check=False,
+                    [podman, *argv], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=podman_env
                 )
         finally:
             with self._lock:
@@ -245,22 +239,10 @@ class JobRunner:
         core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": status})
 
 
-def _podman_binary() -> str:
-    podman = shutil.which("podman")
-    if podman is None or not CONTAINERS_CONF.is_file():
-        raise RuntimeError("podman or .tools/image/containers.conf is missing: run `make image`")
-    return podman
-
-
 def _podman(*args: str) -> None:
     with contextlib.suppress(Exception):
-        subprocess.run(
-            [_podman_binary(), *args],
-            env=os.environ | {"CONTAINERS_CONF": str(CONTAINERS_CONF)},
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
+        podman, env = podman_as_make_image_runs_it()
+        subprocess.run([podman, *args], env=env, capture_output=True, timeout=30, check=False)
 
 
 def _config_map_data(core: k8s.CoreV1Api, namespace: str, name: str, optional: bool | None) -> dict[str, bytes]:
