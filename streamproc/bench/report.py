@@ -255,6 +255,7 @@ def figures(results: Results) -> Table:
         ):
             out.add_row(label, f"{noop[name]['tasks_per_s']:,.0f} tasks/s")
         out.add_row("   streamproc, no-op batch handler (max_size 500), one process", _rate(noop["streamproc_batch"]))
+        out.add_row("   streamproc, no-op, one process on uvloop (`--loop uvloop`)", _rate(noop["streamproc_uvloop"]))
         _peer_rows(out, noop)
     if "io" in results:
         out.add_row("4. streamproc, 20 ms handler, concurrency 256", f"{results['io']['tasks_per_s']:,.0f} tasks/s")

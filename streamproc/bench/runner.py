@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from streamproc.app import App, Batch
 from streamproc.context import TaskContext
 from streamproc.envelope import Envelope
+from streamproc.event_loop import EventLoop
 from streamproc.execution import Outcome
 from streamproc.gc_tuning import tune_gc
 from streamproc.logs import configure_logging
@@ -54,6 +55,7 @@ class Spec(BaseModel):
     concurrency: int = 64
     statuses: bool = True  # a Worker writes each task's status and result (SPEC §12)
     batch: bool = False  # a Worker runs `noop` as a batch handler (`batch_app`, SPEC §15)
+    loop: EventLoop = EventLoop.ASYNCIO  # the event loop a runner of this module runs on (`--loop`)
     # A peer (peers.py): this interpreter runs this script with the Spec's JSON as its argument,
     # instead of `sys.executable -m streamproc.bench.runner`.
     python: str | None = None
@@ -236,4 +238,6 @@ async def main(spec: Spec) -> None:
 if __name__ == "__main__":
     configure_logging(level="error")  # failed attempts and rebalances are part of the scenarios
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    asyncio.run(main(Spec.model_validate_json(sys.argv[1])))
+    spec = Spec.model_validate_json(sys.argv[1])
+    with asyncio.Runner(loop_factory=spec.loop.factory()) as loop_runner:
+        loop_runner.run(main(spec))

@@ -19,6 +19,8 @@ from typing import Any
 from streamproc.bench import delayed_load, monitor_load, peers
 from streamproc.bench.harness import Runner, fill, percentile, scenario_topics, steady_rate, wait_until
 from streamproc.bench.runner import SLEEP_S, Kind, Spec
+from streamproc.errors import StreamprocError
+from streamproc.event_loop import EventLoop
 from streamproc.producer import Producer
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology, parse_duration_ms
@@ -51,7 +53,7 @@ class Sizes:
 
 
 FULL = Sizes(
-    noop_backlog=400_000,
+    noop_backlog=1_000_000,
     window_s=8,
     io_backlog=150_000,
     low_backlog=60_000,
@@ -101,6 +103,7 @@ class Bench:
         concurrency: int = 64,
         statuses: bool = True,
         batch: bool = False,
+        loop: EventLoop = EventLoop.ASYNCIO,
     ) -> Spec:
         return Spec(
             kind=kind,
@@ -111,6 +114,7 @@ class Bench:
             concurrency=concurrency,
             statuses=statuses,
             batch=batch,
+            loop=loop,
         )
 
     def topics(self, tiers: Sequence[str] = ("5s",)) -> AbstractAsyncContextManager[Topology]:
@@ -145,10 +149,20 @@ async def noop_throughput(bench: Bench) -> dict[str, Figures]:
             "faststream": bench.rate(bench.spec("faststream", topology), backlog=backlog),
             "streamproc_two_processes": bench.rate(shared, shared, backlog=backlog),
             "streamproc_batch": bench.rate(bench.spec("streamproc", topology, batch=True), backlog=backlog),
+            "streamproc_uvloop": _on_uvloop(bench, topology, backlog),
         }
         for peer in peers.PEERS:
             results[peer.kind] = await peers.rate(bench, peer, topology, backlog)
         return results
+
+
+def _on_uvloop(bench: Bench, topology: Topology, backlog: int) -> Figures:
+    """The no-op worker on uvloop (`--loop uvloop`), or why it could not run."""
+    try:
+        EventLoop.UVLOOP.factory()
+    except StreamprocError as exc:
+        return {"could_not_run": str(exc)}
+    return bench.rate(bench.spec("streamproc", topology, loop=EventLoop.UVLOOP), backlog=backlog)
 
 
 async def io_throughput(bench: Bench) -> Figures:

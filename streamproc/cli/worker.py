@@ -13,6 +13,7 @@ import typer
 from streamproc import offsetmap, termination
 from streamproc.app import App
 from streamproc.cli.options import BootstrapServers, Group, MetricsPort, TopicsFile
+from streamproc.event_loop import EventLoop
 from streamproc.gc_tuning import tune_gc
 from streamproc.health import observed
 from streamproc.loading import load_app
@@ -88,6 +89,14 @@ def worker(
             help="Write each task's status and result (SPEC 12). Off: no results, no de-duplication.",
         ),
     ] = _DEFAULTS.statuses,
+    event_loop: Annotated[
+        EventLoop,
+        typer.Option(
+            "--loop",
+            envvar="STREAMPROC_LOOP",
+            help="The event loop: asyncio's, or uvloop's (the `uvloop` extra; a few percent faster, see the README).",
+        ),
+    ] = EventLoop.ASYNCIO,
     metrics_port: MetricsPort = DEFAULT_METRICS_PORT,
     file: TopicsFile = None,
     bootstrap_servers: BootstrapServers = None,
@@ -110,10 +119,12 @@ def worker(
     handlers = load_app(app)
     metrics = Metrics(handlers.tasks, group)
     settings, topology = KafkaSettings.from_env(bootstrap_servers), load_topology(file)
+    factory = event_loop.factory()  # a missing uvloop is a usage error, said before anything starts
     runner = Worker(handlers, settings, topology, config, hooks=[metrics])
     tune_gc()  # after the app's import: its modules are frozen, not walked at every collection
     try:
-        asyncio.run(_serve(runner, metrics, metrics_port, settings, topology, handlers))
+        with asyncio.Runner(loop_factory=factory) as loop_runner:
+            loop_runner.run(_serve(runner, metrics, metrics_port, settings, topology, handlers))
     finally:
         termination.record()  # closing the loop restored the default; a late SIGTERM changes nothing now
 
@@ -132,5 +143,10 @@ async def _serve(
         reporting(settings, topology.monitor_topic, runner, metrics),
         timekeeping(settings, topology, app, runner),
     ):
-        log.info("serving /metrics, /healthz and /readyz", port=port, url=f"http://localhost:{port}/metrics")
+        log.info(
+            "serving /metrics, /healthz and /readyz",
+            port=port,
+            url=f"http://localhost:{port}/metrics",
+            event_loop=type(loop).__module__.partition(".")[0],  # asyncio or uvloop (`--loop`)
+        )
         await runner.run()

@@ -47,6 +47,7 @@ def test_quick_bench_runs_every_scenario_and_writes_the_ratios(
         "faststream",
         "streamproc_two_processes",
         "streamproc_batch",
+        "streamproc_uvloop",
         "arroyo",
         "faust",
         "celery",
@@ -55,6 +56,7 @@ def test_quick_bench_runs_every_scenario_and_writes_the_ratios(
     assert noop["faststream"]["tasks_per_s"] > 0
     assert noop["floor"]["tasks_per_s"] > 0
     assert noop["streamproc_batch"]["tasks_per_s"] > 0
+    assert noop["streamproc_uvloop"]["tasks_per_s"] > 0  # the `bench` extra installs uvloop
     for peer in PEERS:  # each runs from a virtualenv of its own; one that cannot run says why…
         assert noop[peer.kind].get("tasks_per_s", 0) > 0 or noop[peer.kind]["could_not_run"]
         # …but on the machines this runs on every peer installs and runs

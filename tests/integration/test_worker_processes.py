@@ -169,6 +169,19 @@ def test_sigterm_hands_partitions_over_with_nothing_lost(
     assert max(done.values()) == 1  # a graceful hand-over runs nothing twice
 
 
+def test_a_worker_on_uvloop_runs_every_task_and_stops_on_sigterm(
+    kafka_settings: KafkaSettings, topology: Topology, workers: Callable[..., subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    ids = asyncio.run(submit(kafka_settings, topology, 300, sleep_ms=1))
+    journal = Journal(tmp_path / "journal.txt")
+    worker = workers("--loop", "uvloop")
+    wait_for(lambda: {line.task_id for line in journal.done()} >= ids, 60, "every task done")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(60) == 0
+    started = [json.loads(raw) for raw in (tmp_path / "worker-0.log").read_text().splitlines() if '"url"' in raw]
+    assert started and started[0]["event_loop"] == "uvloop"  # the loop it really ran on, not just the flag
+
+
 def test_memory_stays_bounded_with_a_200k_backlog(
     kafka_settings: KafkaSettings, topology: Topology, workers: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
