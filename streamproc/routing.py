@@ -89,19 +89,27 @@ class OutcomeRouter:
         if self._continuation is not None:
             await self._continuation.stop()
 
+    def route_now(self, envelope: Envelope, outcome: Outcome) -> Routed | None:
+        """`route`'s answer for an outcome with nothing to write (a success, a cancel, a skip) outside a
+        workflow, without an await; None when `route` must be awaited."""
+        if self._continuation is not None and WORKFLOW in envelope.headers:
+            return None
+        return self._unwritten(envelope, outcome)
+
     async def route(self, envelope: Envelope, outcome: Outcome) -> Routed:
-        routed = await self._route(envelope, outcome)
+        routed = self._unwritten(envelope, outcome) or await self._write(envelope, outcome)
         if self._continuation is not None and WORKFLOW in envelope.headers:
             await self._continuation.after(envelope, outcome, routed)  # SPEC §13: the next step, or the end
         return routed
 
-    async def _route(self, envelope: Envelope, outcome: Outcome) -> Routed:
+    def _unwritten(self, envelope: Envelope, outcome: Outcome) -> Routed | None:
         if outcome.result is Result.SUCCEEDED:
             if self._log_successes:  # spare the hot path the fields nobody logs
                 log.debug("task succeeded", **_task_fields(envelope, outcome))
             return _SUCCEEDED
-        if outcome.result in _UNWRITTEN:
-            return _UNWRITTEN[outcome.result]
+        return _UNWRITTEN.get(outcome.result)
+
+    async def _write(self, envelope: Envelope, outcome: Outcome) -> Routed:
         if outcome.result is Result.DEAD:
             return await self._dead_letter(envelope, outcome, outcome.reason or "permanent_error")
         if outcome.result is Result.DEFERRED:

@@ -309,7 +309,7 @@ class Worker:
                 self._in_flight -= 1
                 self._scheduler.done(job)
                 self._wake.set()
-            routed = await self._router.route(envelope, outcome)
+            routed = self._router.route_now(envelope, outcome) or await self._router.route(envelope, outcome)
             # Its status goes in a batch of statuses; the offset finishes once the broker has it.
             self._settling += 1
             self._lifecycle.record(envelope, outcome, routed, lambda: self._finished(job, offsets, outcome, routed))
@@ -328,7 +328,10 @@ class Worker:
                 for job in jobs:
                     self._scheduler.done(job)
                 self._wake.set()
-            routes = [await self._router.route(e, outcome) for e, outcome in zip(envelopes, outcomes, strict=True)]
+            routes = [
+                self._router.route_now(e, outcome) or await self._router.route(e, outcome)
+                for e, outcome in zip(envelopes, outcomes, strict=True)
+            ]
             self._settling += 1  # the batch's slot, until the last of its statuses is durable
             unsettled = len(jobs)
 

@@ -66,6 +66,8 @@ class TaskStatus:
 
     def to_json(self) -> bytes:
         """The record value. A result that cannot be serialised is replaced by `result_error`."""
+        if self.state is TaskState.SUCCEEDED and self.result_error is None:
+            return succeeded_value(self.task_id, self.task, self.attempt, self.at_ms, self.result)
         value: dict[str, Any] = {
             "id": self.task_id,
             "state": self.state.value,
@@ -74,17 +76,9 @@ class TaskStatus:
         }
         if self.task is not None:
             value["task"] = self.task
-        if self.state is not TaskState.SUCCEEDED or self.result_error is not None:  # a success has none
-            for name in _OPTIONAL:
-                if (field := getattr(self, name)) is not None:
-                    value[name] = field
-        if self.state is TaskState.SUCCEEDED and self.result_error is None:
-            value["result"] = self.result
-            try:
-                return to_json(value)
-            except (PydanticSerializationError, TypeError, ValueError) as exc:
-                del value["result"]
-                value["result_error"] = f"the result is not JSON-serialisable: {exc}"
+        for name in _OPTIONAL:
+            if (field := getattr(self, name)) is not None:
+                value[name] = field
         return to_json(value)
 
     @classmethod
@@ -117,6 +111,22 @@ class TaskStatus:
         """The status as JSON data (`streamproc status --json`, the web API)."""
         data: dict[str, Any] = from_json(self.to_json())
         return data
+
+
+def succeeded_value(task_id: str, task: str | None, attempt: int, at_ms: int, result: Any) -> bytes:
+    """The record value of a `succeeded` status with its result, as `TaskStatus.to_json` writes it; the
+    worker writes one per task, so it builds no `TaskStatus` for it. A result that cannot be
+    serialised is replaced by `result_error`."""
+    value: dict[str, Any] = {"id": task_id, "state": "succeeded", "attempt": attempt, "at": at_ms}
+    if task is not None:
+        value["task"] = task
+    value["result"] = result
+    try:
+        return to_json(value)
+    except (PydanticSerializationError, TypeError, ValueError) as exc:
+        del value["result"]
+        value["result_error"] = f"the result is not JSON-serialisable: {exc}"
+        return to_json(value)
 
 
 def newer(current: TaskStatus | None, incoming: TaskStatus) -> TaskStatus:

@@ -30,24 +30,24 @@ class StatusBatches:
     def __init__(self, writer: AckedWriter, topic: str) -> None:
         self._writer = writer
         self._topic = topic
-        # partition → each waiting status: (key, value, status, on_sent)
-        self._open: dict[int, list[tuple[bytes, bytes, TaskStatus, Sent]]] = {}
+        # partition → each waiting status: (key, value, on_sent)
+        self._open: dict[int, list[tuple[bytes, bytes, Sent]]] = {}
         self._sending: set[asyncio.Task[None]] = set()
         self._busy: set[int] = set()  # partitions with a batch in flight
         self.on_error: Callable[[BaseException], None] = lambda error: None  # a send or an `on_sent` failed
 
-    def add(self, partition: int, status: TaskStatus, on_sent: Sent) -> None:
-        """Send `status`; `on_sent` runs once the broker has it. A result too large for the topic is
-        replaced by a `result_error` saying so, never a stuck partition."""
-        value = status.to_json()
+    def add(self, partition: int, task_id: str, value: bytes, on_sent: Sent) -> None:
+        """Send the status record `value` (`TaskStatus.to_json`'s) of `task_id`; `on_sent` runs once the
+        broker has it. A result too large for the topic is replaced by a `result_error` saying so, never
+        a stuck partition."""
         if len(value) > MAX_STATUS_BYTES:
-            value = self._too_large(status, len(value))
+            value = self._too_large(value)
         waiting = self._open.get(partition)
         if waiting is None:
             waiting = self._open[partition] = []
             if partition not in self._busy:  # else it goes when the batch in flight is acknowledged
                 asyncio.get_running_loop().call_soon(self._flush, partition)
-        waiting.append((status.task_id.encode(), value, status, on_sent))
+        waiting.append((task_id.encode(), value, on_sent))
 
     async def settled(self) -> None:
         """Return once every status added so far was sent (or its send failed)."""
@@ -57,8 +57,10 @@ class StatusBatches:
             if self._sending:
                 await asyncio.wait(set(self._sending))
 
-    def _too_large(self, status: TaskStatus, size: int) -> bytes:
-        error = f"the result ({size} bytes as a status record) is too large for {self._topic}"
+    def _too_large(self, value: bytes) -> bytes:
+        status = TaskStatus.from_json(value)
+        assert status is not None, "a status this module's caller wrote"
+        error = f"the result ({len(value)} bytes as a status record) is too large for {self._topic}"
         return replace(status, result=None, result_error=error).to_json()
 
     def _flush(self, partition: int) -> None:
@@ -70,18 +72,16 @@ class StatusBatches:
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    async def _send(self, partition: int, records: list[tuple[bytes, bytes, TaskStatus, Sent]]) -> None:
+    async def _send(self, partition: int, records: list[tuple[bytes, bytes, Sent]]) -> None:
         try:
             try:
-                await self._writer.send_batch(self._topic, partition, [(key, value) for key, value, _, _ in records])
+                await self._writer.send_batch(self._topic, partition, [(key, value) for key, value, _ in records])
             except TOO_LARGE:  # the topic's max.message.bytes is below a status: find it, replace it
-                for key, value, status, _ in records:
+                for key, value, _ in records:
                     try:
                         await self._writer.send(self._topic, value, key, [], partition=partition)
                     except TOO_LARGE:
-                        await self._writer.send(
-                            self._topic, self._too_large(status, len(value)), key, [], partition=partition
-                        )
+                        await self._writer.send(self._topic, self._too_large(value), key, [], partition=partition)
             for *_, on_sent in records:
                 on_sent()
         except Exception as error:  # a bug: the worker stops rather than leave the offsets unfinished

@@ -28,7 +28,7 @@ from streamproc.envelope import ORIGINAL_PARTITION, ROOT_ID, Envelope, cap_error
 from streamproc.execution import Outcome, Result
 from streamproc.lifecycle import restore
 from streamproc.lifecycle.cancel_follower import CancelFollower
-from streamproc.lifecycle.status import TaskState, TaskStatus, status_partition
+from streamproc.lifecycle.status import TaskState, TaskStatus, status_partition, succeeded_value
 from streamproc.lifecycle.status_batches import StatusBatches
 from streamproc.routing import Disposition, Routed
 from streamproc.settings import KafkaSettings
@@ -111,7 +111,7 @@ class TaskLifecycle:
                 if not sent.done():  # not cancelled by a revocation meanwhile
                     sent.set_result(None)
 
-            self._write(envelope, self._status(envelope, TaskState.STARTED), acknowledged)
+            self._write(envelope, self._status(envelope, TaskState.STARTED).to_json(), acknowledged)
             await sent
 
     def record(self, envelope: Envelope, outcome: Outcome, routed: Routed, on_durable: Callable[[], None]) -> None:
@@ -121,19 +121,22 @@ class TaskLifecycle:
             on_durable()
             return
         disposition = routed.disposition
-        if disposition is Disposition.SUCCEEDED:
+        if disposition is Disposition.SUCCEEDED:  # the common case: no `TaskStatus` built
             task = self._tasks.get(envelope.task or "")
             result = outcome.value if task is None or task.store_result else None
             now_ms = time.time_ns() // 1_000_000
-            status = TaskStatus(envelope.task_id, TaskState.SUCCEEDED, envelope.task, envelope.attempt, now_ms, result)
-            self._remember(status.task_id, now_ms)
-        elif disposition is Disposition.CANCELLED:
+            self._remember(envelope.task_id, now_ms)
+            self._write(
+                envelope, succeeded_value(envelope.task_id, envelope.task, envelope.attempt, now_ms, result), on_durable
+            )
+            return
+        if disposition is Disposition.CANCELLED:
             status = self._status(envelope, TaskState.CANCELLED)
         elif disposition is Disposition.DEAD_LETTERED:
             status = self._status(envelope, TaskState.DEAD, outcome=outcome, reason=routed.reason)
         else:  # retried, or deferred by an open circuit
             status = self._status(envelope, TaskState.RETRYING, outcome=outcome, retry_at=routed.retry_at_ms)
-        self._write(envelope, status, on_durable)
+        self._write(envelope, status.to_json(), on_durable)
 
     async def settled(self) -> None:
         """Return once every status written so far is acknowledged (a release commits after it)."""
@@ -181,7 +184,7 @@ class TaskLifecycle:
             retry_at=retry_at,
         )
 
-    def _write(self, envelope: Envelope, status: TaskStatus, on_sent: Callable[[], None]) -> None:
-        """Send the status to the partition of its intake partition (see `lifecycle.status`)."""
+    def _write(self, envelope: Envelope, status: bytes, on_sent: Callable[[], None]) -> None:
+        """Send the status record to the partition of its intake partition (see `lifecycle.status`)."""
         intake_partition = int_header(envelope.headers, ORIGINAL_PARTITION, envelope.partition)  # a retry's
-        self._batches.add(status_partition(intake_partition, self._partitions), status, on_sent)
+        self._batches.add(status_partition(intake_partition, self._partitions), envelope.task_id, status, on_sent)
