@@ -1,4 +1,6 @@
-"""Which event loop a worker process runs on: asyncio's own (the default) or uvloop's (`--loop uvloop`).
+"""The event loop a worker process runs on, and how its jobs' tasks start.
+
+The loop is asyncio's own (the default) or uvloop's (`--loop uvloop`).
 
 uvloop is an option, not the default, though a no-op worker runs a few percent faster on it
 (`streamproc bench`, benchmarks/README.md): aiokafka 0.14 catches only `OSError` when it writes to a
@@ -9,8 +11,10 @@ issue #1038), which would turn a broker restart into a failed worker (SPEC §11 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Coroutine
 from enum import StrEnum
+from typing import Any
 
 from streamproc.errors import StreamprocError
 
@@ -28,3 +32,12 @@ class EventLoop(StrEnum):
         except ImportError:
             raise StreamprocError("--loop uvloop needs uvloop: pip install 'streamproc[uvloop]'") from None
         return uvloop.new_event_loop
+
+
+def start_task(job: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """A task running `job`, started eagerly where Python can (3.12's `eager_start`): its first step
+    runs now, inside the new task, so a handler that finishes without suspending needs no turn of the
+    loop. Python 3.11 schedules it, as `asyncio.create_task` does."""
+    if sys.version_info >= (3, 12):
+        return asyncio.Task(job, loop=asyncio.get_running_loop(), eager_start=True)
+    return asyncio.create_task(job)

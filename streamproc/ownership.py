@@ -42,7 +42,10 @@ class Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
         self._releasing = asyncio.Lock()
 
     def track(self, running: asyncio.Task[None], partitions: Iterable[TopicPartition]) -> None:
-        """Note a task that runs for `partitions`: letting them go waits for it."""
+        """Note a task that runs for `partitions`: letting them go waits for it (an eagerly started
+        one may be done already)."""
+        if running.done():
+            return
         for tp in partitions:
             self.running.setdefault(tp, set()).add(running)
             running.add_done_callback(self.running[tp].discard)

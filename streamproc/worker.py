@@ -8,7 +8,8 @@ One aiokafka consumer per process feeds three cooperating coroutines:
   `prefetch`, or whose offsets past its commit reach `max_uncommitted`, is left out of the next
   fetch (backpressure, and a bound on what a slow task holds back);
 - `_dispatch_loop` moves due tier records into the scheduler and starts the scheduler's next
-  job whenever a concurrency slot is free; a rate-limited job whose start lies ahead is parked
+  job whenever a concurrency slot is free (in a task of its own, started eagerly on Python 3.12+:
+  `event_loop.start_task`); a rate-limited job whose start lies ahead is parked
   until then, holding no slot; a job of a batch task gathers with others, and a full or due
   batch starts in one slot (`batches`);
 - `_run` (`_run_batch`) skips a cancelled or already succeeded task, asks the task's circuit
@@ -51,6 +52,7 @@ from streamproc.attempts import Attempts
 from streamproc.buffers import Buffers
 from streamproc.envelope import Envelope
 from streamproc.errors import StreamprocError
+from streamproc.event_loop import start_task
 from streamproc.execution import Executor, Outcome
 from streamproc.hooks import TaskHooks
 from streamproc.lag import owned_lag
@@ -284,7 +286,7 @@ class Worker:
         tp = TopicPartition(*job.partition)
         self._note_room(tp)  # a started task leaves its partition's buffer
         self._in_flight += 1
-        self._owned.track(asyncio.create_task(self._run(job, self._offsets[tp])), (tp,))
+        self._owned.track(start_task(self._run(job, self._offsets[tp])), (tp,))
 
     def _start_batch(self, jobs: list[Job[Envelope]]) -> None:
         """Run the jobs of one batch task in one slot (`batches`)."""
@@ -293,7 +295,7 @@ class Worker:
             self._note_room(tp)
         self._in_flight += 1
         trackers = [self._offsets[TopicPartition(*job.partition)] for job in jobs]
-        self._owned.track(asyncio.create_task(self._run_batch(jobs, trackers)), partitions)
+        self._owned.track(start_task(self._run_batch(jobs, trackers)), partitions)
 
     # run → route outcome
 
