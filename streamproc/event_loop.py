@@ -34,10 +34,16 @@ class EventLoop(StrEnum):
         return uvloop.new_event_loop
 
 
-def start_task(job: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-    """A task running `job`, started eagerly where Python can (3.12's `eager_start`): its first step
-    runs now, inside the new task, so a handler that finishes without suspending needs no turn of the
-    loop. Python 3.11 schedules it, as `asyncio.create_task` does."""
-    if sys.version_info >= (3, 12):
+if sys.version_info >= (3, 12):  # chosen once here, not per task on the hot path
+
+    def start_task(job: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A task running `job`, started eagerly (3.12's `eager_start`): its first step runs now, inside
+        the new task, so a handler that finishes without suspending needs no turn of the loop."""
         return asyncio.Task(job, loop=asyncio.get_running_loop(), eager_start=True)
-    return asyncio.create_task(job)
+
+else:
+
+    def start_task(job: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A task running `job`, scheduled as `asyncio.create_task` does: Python 3.11 has no eager
+        start, and one by hand would run the first step inside the caller's task."""
+        return asyncio.create_task(job)
