@@ -47,6 +47,8 @@ async def test_a_known_workload_shows_its_counts_under_the_spec_names(
     async with observed([worker], metrics, 0, host="127.0.0.1") as port, running(worker):
         await until(lambda: len(worker_app.calls) == 5 + 2 * 2 + 3, what="every attempt")
         await until(lambda: worker.in_flight == 0, what="the last outcome routed")
+        # Outcomes count once durable (their statuses acknowledged), which can come after the slot is free.
+        await until(lambda: metrics.attempts()[0] == 5 + 2 * 2 + 3, what="every attempt's outcome durable")
         samples = await scrape(port)
 
     def value(name: str, **labels: str) -> float:
