@@ -73,6 +73,7 @@ class Producer:
         self._statuses = statuses
         self._kafka: Any = None  # AIOKafkaProducer once started
         self._known_topics: set[str] = set()
+        self._metadata_lock = asyncio.Lock()  # one cluster-wide metadata read at a time (see `_ready`)
         self._partitioner = DefaultPartitioner()
         self.lifecycle = LifecycleClient(settings, topology, web_url)
 
@@ -374,16 +375,20 @@ class Producer:
 
         Without the check, aiokafka waits its whole request timeout (40 s) for a missing topic and
         then raises a bare `UnknownTopicOrPartitionError`; topics are declared as code, so say so.
+        One read of the cluster's metadata learns every topic, and concurrent first submits wait for
+        it rather than each reading it: on a cluster of thousands of topics each read costs
+        milliseconds of decoding, and hundreds at once time out.
         """
         kafka = self._kafka
         if kafka is None:
             raise StreamprocError("the producer is not started: use `async with producer:` or `await producer.start()`")
         if topic not in self._known_topics:
-            metadata = await kafka.client.fetch_all_metadata()
-            if topic not in metadata.topics():
-                raise StreamprocError(
-                    f"topic {topic!r} does not exist on {self.settings.bootstrap_servers}: "
-                    "run `streamproc topics apply`"
-                )
-            self._known_topics.add(topic)
+            async with self._metadata_lock:
+                if topic not in self._known_topics:
+                    self._known_topics.update((await kafka.client.fetch_all_metadata()).topics())
+                if topic not in self._known_topics:
+                    raise StreamprocError(
+                        f"topic {topic!r} does not exist on {self.settings.bootstrap_servers}: "
+                        "run `streamproc topics apply`"
+                    )
         return kafka

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
-import statistics
 import subprocess
 import time
 from collections import Counter
@@ -19,6 +18,7 @@ import pytest
 import yaml
 
 from streamproc import Producer, SyncProducer, TaskState, provisioning
+from streamproc.bench.harness import percentile
 from streamproc.errors import StreamprocError
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
@@ -69,10 +69,6 @@ def workers(bootstrap: str, topology: Topology, tmp_path: Path, journal: Path) -
 def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0
-
-
-def percentile(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
 async def submit_spread(settings: KafkaSettings, topology: Topology, etas_ms: list[int]) -> set[str]:

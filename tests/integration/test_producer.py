@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from aiokafka.client import AIOKafkaClient
 from pydantic import BaseModel
 
 from streamproc import App, Producer, admin, provisioning
@@ -154,6 +156,28 @@ async def test_a_missing_topic_is_a_clear_error(kafka_settings: KafkaSettings, t
         with pytest.raises(StreamprocError, match=r"does not exist .*streamproc topics apply"):
             await producer.submit("noop", {})
     assert time.monotonic() - started < 10
+
+
+async def test_concurrent_first_submits_read_the_cluster_metadata_once(
+    kafka_settings: KafkaSettings, applied: Topology, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each read decodes every topic of the cluster (thousands on a shared one, and on the test
+    broker by the end of a run): 300 submits at once, delayed ones included, must not make 300 reads."""
+    reads = 0
+    read_all = AIOKafkaClient.fetch_all_metadata
+
+    async def counted(client: AIOKafkaClient) -> Any:
+        nonlocal reads
+        reads += 1
+        return await read_all(client)
+
+    monkeypatch.setattr(AIOKafkaClient, "fetch_all_metadata", counted)
+    async with Producer(kafka_settings, applied) as producer:
+        handles = await asyncio.gather(
+            *(producer.submit("noop", {"n": n}, countdown=60 if n % 2 else None) for n in range(300))
+        )
+    assert len({h.id for h in handles}) == 300
+    assert reads == 1
 
 
 async def test_submit_before_start_is_a_clear_error(kafka_settings: KafkaSettings, applied: Topology) -> None:
