@@ -7,6 +7,11 @@ whose task reached a terminal state. With nothing awaited it does not fetch at a
 it sits in Kafka's long-poll fetch, so an idle wait costs no CPU. A waiter whose start lies behind
 the reader's position moves the reader back: records read twice resolve nothing twice.
 
+A partition to read that the reader does not read yet gets a fresh consumer for all of them: the
+broker answers one connection's requests in order, so a fetch of the new partition would wait
+behind the long poll in flight (FETCH_WAIT_MS) on the others, a 500 ms stall on the first await of
+each status partition. A consumer costs a connection's set-up, once per partition per process.
+
 Spring's ReplyingKafkaTemplate needs a reply topic per instance or every instance reads every
 reply (spring-kafka#731); here each process reads only the partitions its waiters name.
 """
@@ -57,8 +62,8 @@ class StatusFollower:
         await self._started()
         future: asyncio.Future[TaskStatus] = asyncio.get_running_loop().create_future()
         self._waiters[task_id].append(future)
-        self._follow(starts)
         try:
+            await self._follow(starts)
             return await future
         finally:
             waiters = self._waiters.get(task_id)
@@ -69,29 +74,55 @@ class StatusFollower:
                     del self._waiters[task_id]
                     self._seen.pop(task_id, None)
 
-    def _follow(self, starts: dict[int, int]) -> None:
-        consumer = self._consumer
-        assert consumer is not None
-        added = {p: offset for p, offset in starts.items() if p not in self._next}
-        back = {p: offset for p, offset in starts.items() if p in self._next and offset < self._next[p]}
-        self._next |= added | back
-        if added:  # assign() resets every position, so set them all again
-            consumer.assign([TopicPartition(self._topic, p) for p in self._next])
-            back = self._next
-        for partition, offset in back.items():
-            consumer.seek(TopicPartition(self._topic, partition), offset)
-        self._work.set()
+    async def _follow(self, starts: dict[int, int]) -> None:
+        async with self._starting:
+            added = {p: offset for p, offset in starts.items() if p not in self._next}
+            back = {p: offset for p, offset in starts.items() if p in self._next and offset < self._next[p]}
+            read_before = bool(self._next)
+            self._next |= added | back
+            if added and read_before:  # the reader may be in a long poll: replace it
+                await self._restart()
+            elif added:  # the first partitions: nothing was fetched yet
+                self._assign()
+            else:
+                self._seek(back)
+            self._work.set()
 
     async def _started(self) -> AIOKafkaConsumer:
         async with self._starting:
             if self._consumer is None:
-                consumer = AIOKafkaConsumer(
-                    **self._settings.client_kwargs(), enable_auto_commit=False, fetch_max_wait_ms=FETCH_WAIT_MS
-                )
-                await consumer.start()
-                self._consumer = consumer
-                self._reader = asyncio.create_task(self._read(consumer))
+                await self._restart()
+            assert self._consumer is not None
             return self._consumer
+
+    async def _restart(self) -> None:
+        """A fresh consumer reading every partition from `_next` on, and its reader, in place of the
+        running ones (if any). Those stop first, and only between batches: `_next` is then where
+        the reader got to, all it read applied."""
+        await self._stop_reading()
+        consumer = AIOKafkaConsumer(
+            **self._settings.client_kwargs(), enable_auto_commit=False, fetch_max_wait_ms=FETCH_WAIT_MS
+        )
+        try:
+            await consumer.start()
+        except BaseException:  # the broker away, or the wait cancelled: close it, or aiokafka reports it unclosed
+            await consumer.stop()
+            raise
+        self._consumer = consumer
+        if self._next:
+            self._assign()
+        self._reader = asyncio.create_task(self._read(consumer))
+
+    def _assign(self) -> None:
+        """Read every partition of `_next` from there (assign() resets every position)."""
+        assert self._consumer is not None
+        self._consumer.assign([TopicPartition(self._topic, p) for p in self._next])
+        self._seek(self._next)
+
+    def _seek(self, offsets: dict[int, int]) -> None:
+        assert self._consumer is not None
+        for partition, offset in offsets.items():
+            self._consumer.seek(TopicPartition(self._topic, partition), offset)
 
     async def _read(self, consumer: AIOKafkaConsumer) -> None:
         while True:
@@ -127,10 +158,15 @@ class StatusFollower:
         self._seen.pop(status.task_id, None)
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
+        async with self._starting:
+            await self._stop_reading()
+
+    async def _stop_reading(self) -> None:
+        reader, consumer = self._reader, self._consumer
+        self._reader = self._consumer = None
+        if reader is not None:
+            reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        if self._consumer is not None:
-            await self._consumer.stop()
-        self._consumer = None
+                await reader
+        if consumer is not None:
+            await consumer.stop()

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 import yaml
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streamproc import Producer, TaskCancelled, TaskFailed, TaskState, admin, provisioning
 from streamproc.lifecycle import follower
+from streamproc.lifecycle.status import TaskStatus
 from streamproc.scheduling import Ordering
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
@@ -123,8 +124,39 @@ async def test_a_thousand_awaits_share_one_reader_and_an_idle_await_costs_no_cpu
         async with running(worker(kafka_settings, applied)):
             results = await asyncio.gather(*(handle.result(timeout=60) for handle in handles))
     assert [r.total_cents for r in results] == [2 * i for i in range(1000)]
-    assert len(readers) == 1  # every await, the idle one too, went through one consumer
+    # One reader for every await, the idle one too: a new consumer replaces it only when a status
+    # partition is to be read that it did not read (see the next test), so at most one per partition.
+    assert len(readers) <= applied.status.partitions
     assert sum(lifecycle_app.runs[f"t{i}"] for i in range(1000)) == 1000
+
+
+async def test_the_first_await_on_a_status_partition_does_not_wait_out_the_readers_long_poll(
+    kafka_settings: KafkaSettings, applied: Topology, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader sits in a long-poll fetch of partition 0 when an await names partition 1: the
+    broker answers a connection's requests in order, so fetching partition 1 on that connection
+    would wait the poll out (500 ms by default, 60 s here)."""
+    monkeypatch.setattr(follower, "FETCH_WAIT_MS", 60_000)
+    producer = AIOKafkaProducer(**kafka_settings.client_kwargs())
+    await producer.start()
+    try:
+        for partition, task_id in enumerate(("first", "second")):
+            status = TaskStatus(task_id, TaskState.SUCCEEDED, "charge", 1, time.time_ns() // 1_000_000)
+            await producer.send_and_wait(
+                applied.status_topic, status.to_json(), key=task_id.encode(), partition=partition
+            )
+    finally:
+        await producer.stop()
+    reader = follower.StatusFollower(kafka_settings, applied.status_topic)
+    try:
+        async with asyncio.timeout(30):
+            assert (await reader.wait("first", {0: 0})).state is TaskState.SUCCEEDED
+            # Partition 0 read to its end: the reader's fetch now waits for records that will not come.
+            fetcher = reader._consumer._fetcher  # type: ignore[union-attr]
+            await until(lambda: bool(fetcher._in_flight), 10, "the reader's long poll")
+            assert (await reader.wait("second", {1: 0})).state is TaskState.SUCCEEDED
+    finally:
+        await reader.stop()
 
 
 async def test_a_task_cancelled_before_it_starts_never_runs_even_across_a_restart(
