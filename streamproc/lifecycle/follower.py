@@ -80,7 +80,7 @@ class StatusFollower:
             back = {p: offset for p, offset in starts.items() if p in self._next and offset < self._next[p]}
             read_before = bool(self._next)
             self._next |= added | back
-            if added and read_before:  # the reader may be in a long poll: replace it
+            if self._consumer is None or (added and read_before):  # none (its start failed), or in a long poll
                 await self._restart()
             elif added:  # the first partitions: nothing was fetched yet
                 self._assign()
