@@ -59,7 +59,6 @@ class StatusFollower:
     async def wait(self, task_id: str, starts: dict[int, int]) -> TaskStatus:
         """The first terminal status of `task_id` in the status partitions `starts` names, each read
         from its offset on (bound it with `asyncio.timeout`)."""
-        await self._started()
         future: asyncio.Future[TaskStatus] = asyncio.get_running_loop().create_future()
         self._waiters[task_id].append(future)
         try:
