@@ -33,15 +33,15 @@ CHROMIUM := /usr/bin/chromium
 
 # The worker image, built with podman and runc from a Debian base made here by debootstrap (no
 # Docker engine, no registry with python:3.11-slim). The base's tag is the hash of the script that
-# makes it, so editing tools/image/base.sh makes a new one; a stamp under .tools/ plus `podman image
-# exists` keep a warm `make image` from running debootstrap again. podman reads the project's own
+# makes it, so editing tools/image/base.sh makes a new one; base.sh tags it only once the import
+# succeeded, so `podman image exists` alone keeps a warm `make image` (a fresh clone too) from running
+# debootstrap again. podman reads the project's own
 # containers.conf (runc, explicit ulimits), written to .tools/image/ from tools/image/containers.conf.in.
 VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' streamproc/__init__.py)
 IMAGE = localhost/streamproc:$(VERSION)
 IMAGE_EXAMPLE = localhost/streamproc-example:$(VERSION)
 DEBIAN_SUITE := bookworm
 IMAGE_BASE = localhost/streamproc-base:$(DEBIAN_SUITE)-$(shell sha256sum tools/image/base.sh | cut -c1-12)
-IMAGE_BASE_STAMP = .tools/image/base-$(lastword $(subst :, ,$(IMAGE_BASE))).stamp
 IMAGE_CONF := .tools/image/containers.conf
 PODMAN := CONTAINERS_CONF=$(CURDIR)/$(IMAGE_CONF) podman
 # pip in the build uses the host's package index (environment or pip.conf), if it has its own, and
@@ -134,7 +134,7 @@ $(CHROMIUM):
 	|| { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
 
 test: lint docs $(HELM) k8s-tools $(CHROMIUM) image
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 # podman, runc and debootstrap from Debian's packages when missing (CI is a fresh machine, as root),
 # and the containers.conf with this machine's hard limits: nofile `ulimit -Hn`, nproc `ulimit -Hu`
@@ -151,14 +151,13 @@ image-tools:
 	sed -e "s/@NOFILE@/$$nofile/g" -e "s/@NPROC@/$$nproc/g" tools/image/containers.conf.in > $(IMAGE_CONF)
 
 # A new base makes every layer built on the old one useless: they go (the untagged images podman
-# keeps as the build cache), and so do the old base's tag and stamp.
+# keeps as the build cache), and so does the old base's tag.
 image-base: image-tools
-	@if [ -f $(IMAGE_BASE_STAMP) ] && $(PODMAN) image exists $(IMAGE_BASE); then \
+	@if $(PODMAN) image exists $(IMAGE_BASE); then \
 	  echo "$(IMAGE_BASE): built already"; \
 	else \
 	  $(PODMAN) image prune --force >/dev/null; \
 	  CONTAINERS_CONF=$(CURDIR)/$(IMAGE_CONF) sh tools/image/base.sh $(IMAGE_BASE) $(DEBIAN_SUITE) .tools/image/rootfs \
-	  && rm -f .tools/image/base-*.stamp && touch $(IMAGE_BASE_STAMP) \
 	  && $(PODMAN) images --format '{{.Repository}}:{{.Tag}}' $(firstword $(subst :, ,$(IMAGE_BASE))) \
 	     | grep -vx '$(IMAGE_BASE)' | xargs -r env $(PODMAN) untag; \
 	fi

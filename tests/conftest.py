@@ -3,6 +3,12 @@
 The broker is, in order: the one `STREAMPROC_BOOTSTRAP_SERVERS` names if it answers; a
 testcontainers Kafka if a Docker engine answers; else the local broker of `streamproc broker`,
 started here and stopped at the end unless it already ran.
+
+`make test` runs the suite in two xdist processes (`-n 2`). Their controller starts the local
+broker once and names it to both. The tests that must not overlap stay in one process each: the
+Kubernetes tests share one control plane, the browser tests one Chromium, the security tests one
+broker on fixed ports, and the tests that run several worker processes for a minute or more (the
+chaos cases, the quick bench, worker kills) run one at a time.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import os
 import signal
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -37,10 +44,38 @@ def _docker_answers() -> bool:
     return True
 
 
+def _named_broker_answers() -> bool:
+    named = os.environ.get("STREAMPROC_BOOTSTRAP_SERVERS")
+    if not named:
+        return False
+    return asyncio.run(admin.broker_answers(KafkaSettings(bootstrap_servers=named)))
+
+
+_started_for_workers = pytest.StashKey[LocalBroker]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under xdist, the controller starts the local broker for its workers, which inherit its address:
+    one broker for the run, stopped once every worker is done."""
+    controller = bool(getattr(config.option, "numprocesses", None)) and not hasattr(config, "workerinput")
+    if not controller or _named_broker_answers() or _docker_answers():
+        return
+    broker = LocalBroker.from_env()
+    started = broker.start()
+    os.environ["STREAMPROC_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
+    if not started.already_running:
+        config.stash[_started_for_workers] = broker
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    broker = config.stash.get(_started_for_workers, None)
+    if broker is not None:
+        broker.stop()
+
+
 @pytest.fixture(scope="session")
 def kafka_settings() -> Iterator[KafkaSettings]:
-    named = os.environ.get("STREAMPROC_BOOTSTRAP_SERVERS")
-    if named and asyncio.run(admin.broker_answers(KafkaSettings(bootstrap_servers=named))):
+    if _named_broker_answers():
         settings = KafkaSettings.from_env()
         yield settings
         _delete_test_topics(settings)
@@ -121,6 +156,42 @@ CHAOS_DIR = os.path.join(os.path.dirname(__file__), "chaos")
 BROWSER_DIR = os.path.join(os.path.dirname(__file__), "browser")
 K8S_DIR = os.path.join(os.path.dirname(__file__), "k8s")  # KEDA in the test cluster reads the broker
 _skipped_kafka_tests: list[str] = []
+
+
+# The modules whose tests run several worker processes for a minute or more (kills, restarts, the
+# quick bench): two at once would slow each other into their deadlines.
+BUSY_MODULES = {
+    os.path.join(INTEGRATION_DIR, f"{name}.py") for name in ("test_bench", "test_worker_processes", "test_workflows")
+}
+SECURITY_MODULE = os.path.join(INTEGRATION_DIR, "test_security.py")  # its module's broker listens on fixed ports
+
+
+def xdist_group(path: str) -> str | None:
+    """The group whose tests xdist hands to one process (see the module's docstring), by the test's file;
+    None: the test may run in either."""
+    if path.startswith(K8S_DIR):
+        return "k8s"
+    if path.startswith(BROWSER_DIR):
+        return "browser"
+    if path == SECURITY_MODULE:
+        return "security"
+    if path.startswith(CHAOS_DIR) or path in BUSY_MODULES:
+        return "busy"
+    return None
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: without xdist (`-p no:xdist`) it is not called
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's scope scheduling with `xdist_group` above as the scope. (xdist's own `--dist loadgroup` marks
+    groups by rewriting `item._nodeid`, which pytest 9.2 no longer reads.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = os.path.join(config.rootpath, nodeid.split("::", 1)[0])  # node ids are relative to the rootdir
+            return xdist_group(path) or nodeid
+
+    return GroupScheduling(config, log)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
