@@ -27,9 +27,9 @@ import yaml
 from pydantic import BaseModel
 
 from streamproc import App, TaskContext
-from streamproc.bench.harness import percentile
 from streamproc.envelope import RUN_AT
 from streamproc.errors import StreamprocError
+from streamproc.percentile import percentile
 from streamproc.producer import Producer
 from streamproc.settings import KafkaSettings
 from streamproc.timing.scheduler import LOOK_AHEAD_S

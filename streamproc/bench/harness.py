@@ -9,7 +9,6 @@ Runners stamp their samples with `time.monotonic()`, one clock for every process
 from __future__ import annotations
 
 import json
-import math
 import signal
 import subprocess
 import threading
@@ -200,11 +199,3 @@ def drain_rate(runners: Sequence[Runner]) -> Window:
             rate += (ended[1] - started[1]) / (ended[0] - started[0])
             seconds = max(seconds, ended[0] - started[0])
     return Window(rate, seconds, full=False)
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile; NaN for no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]

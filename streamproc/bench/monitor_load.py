@@ -32,12 +32,12 @@ import yaml
 from aiokafka import AIOKafkaProducer
 
 from streamproc import __version__
-from streamproc.bench.harness import percentile
 from streamproc.bench.web_view import send_statuses
 from streamproc.errors import StreamprocError
 from streamproc.lifecycle.status import TaskState, TaskStatus
 from streamproc.metrics import WAIT_BUCKETS
 from streamproc.monitor.report import WorkerReport
+from streamproc.percentile import percentile
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
 

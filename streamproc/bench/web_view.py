@@ -24,9 +24,9 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
 from streamproc.admin import end_offsets
-from streamproc.bench.harness import percentile
 from streamproc.errors import StreamprocError
 from streamproc.lifecycle.status import TaskState, TaskStatus
+from streamproc.percentile import percentile
 from streamproc.provisioning import apply
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology

@@ -14,7 +14,6 @@ import asyncio
 import itertools
 import os
 import random
-import statistics
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from streamproc.loading import load_app
 from streamproc.localbroker import LocalBroker
 from streamproc.logs import configure_logging
 from streamproc.metrics import Metrics
+from streamproc.percentile import percentile
 from streamproc.producer import Producer
 from streamproc.routing import Disposition, Routed
 from streamproc.settings import KafkaSettings
@@ -125,9 +125,7 @@ _ENDED = (Disposition.SUCCEEDED, Disposition.DEAD_LETTERED)
 
 
 def _percentile(values: list[float], pct: int) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.0f}" if values else "-"
-    return f"{statistics.quantiles(values, n=100, method='inclusive')[pct - 1]:.0f}"
+    return f"{percentile(values, pct):.0f}" if values else "-"
 
 
 def _workload(rng: random.Random, n: int, priorities: list[str]) -> dict[tuple[str, str], list[dict[str, Any]]]:

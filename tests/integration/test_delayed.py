@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from streamproc import Producer, SyncProducer, TaskState, provisioning
-from streamproc.bench.harness import percentile
 from streamproc.errors import StreamprocError
+from streamproc.percentile import percentile
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology
 from tests.helpers import WorkerProcesses, wait_for
