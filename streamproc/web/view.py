@@ -31,9 +31,10 @@ from streamproc.tailing import partitions_when_present
 from streamproc.topology import Topology
 from streamproc.web.store import PRUNE_CHUNK, Row, StatusStore, row
 
-# What the view may hold besides the store: with these, 50,000 statuses/s under the monitor's load run
-# peaked at 244 MB of RSS and ingest ran at 70,660/s; with 100,000 pending, 64 and 16 MiB fetches and
-# 64 MiB SQLite caches, 385 MB (610 MB when the view fell behind on a loaded machine) for 77,948/s.
+# What the view may hold besides the store: with these (and the store's caches), 50,000 statuses/s under
+# the monitor's load run peaked at 169-173 MB of RSS and ingest ran at 73,000-74,000/s; with 100,000
+# pending, 64 and 16 MiB fetches and 64 MiB SQLite caches, 385 MB (610 MB when the view fell behind on a
+# loaded machine) for 77,948/s.
 MAX_RECORDS = 20_000  # per getmany
 MAX_PENDING = 40_000  # fetched records waiting for the writer before fetching waits
 FETCH_MAX_BYTES = 16 * 1024 * 1024
