@@ -10,17 +10,19 @@ import asyncio
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from streamproc.bench import delayed_load, monitor_load, peers
-from streamproc.bench.harness import Runner, fill, percentile, scenario_topics, steady_rate, wait_until
+from streamproc.bench.harness import Runner, fill, scenario_topics, steady_rate, wait_until
 from streamproc.bench.runner import SLEEP_S, Kind, Spec
 from streamproc.errors import StreamprocError
 from streamproc.event_loop import EventLoop
+from streamproc.percentile import percentile
 from streamproc.producer import Producer
 from streamproc.settings import KafkaSettings
 from streamproc.topology import Topology, parse_duration_ms
@@ -50,6 +52,7 @@ class Sizes:
     monitor_rate: int  # status records/s written meanwhile (SPEC §10: 50,000)
     delayed: int  # delayed tasks (SPEC §13: 100,000)…
     delayed_spread_s: float  # …with etas spread over this long
+    rounds: int  # alternating runs of the no-op baselines and workers, of which each reports its median
 
 
 FULL = Sizes(
@@ -69,6 +72,7 @@ FULL = Sizes(
     monitor_rate=50_000,
     delayed=100_000,
     delayed_spread_s=600,
+    rounds=3,
 )
 QUICK = Sizes(
     noop_backlog=60_000,
@@ -87,6 +91,7 @@ QUICK = Sizes(
     monitor_rate=5_000,
     delayed=2_000,
     delayed_spread_s=10,
+    rounds=1,
 )
 
 
@@ -130,25 +135,45 @@ class Bench:
             for runner in runners:
                 runner.stop()
 
+    def median_rates(self, *specs: Callable[[], Spec], backlog: int) -> list[Figures]:
+        """`rate` of each of `specs` in `sizes.rounds` alternating rounds, each round under a group of
+        its own: each one's median round, with every round's rate (`rounds`). Runs of the same code
+        differ by up to 15% here, so one run cannot judge a ratio."""
+        runs: list[list[Figures]] = [[] for _ in specs]
+        for _ in range(self.sizes.rounds):
+            for spec, rounds in zip(specs, runs, strict=True):
+                rounds.append(self.rate(spec(), backlog=backlog))
+        return [median_round(rounds) for rounds in runs]
+
+
+def median_round(rounds: Sequence[Figures]) -> Figures:
+    """The round with the median `tasks_per_s` (the upper one of an even count), and every round's rate."""
+    ordered = sorted(rounds, key=lambda figures: figures["tasks_per_s"])
+    return ordered[len(ordered) // 2] | {"rounds": [figures["tasks_per_s"] for figures in rounds]}
+
 
 async def noop_throughput(bench: Bench) -> dict[str, Figures]:
     """Scenarios 1, 2, 3 and 6 on one backlog of no-op tasks, each run with a group of its own; and
     streamproc without statuses (SPEC §12: what writing each task's status and result costs), with
-    `noop` as a batch handler of 500 (SPEC §15); the
-    dispatch floor; and the peers (`peers.py`), each `{"could_not_run": reason}` if it cannot run
-    here (Celery reads a copy of the backlog as Celery messages, on a topic of its own)."""
+    `noop` as a batch handler of 500 (SPEC §15); the dispatch floor; and the peers (`peers.py`), each
+    `{"could_not_run": reason}` if it cannot run here (Celery reads a copy of the backlog as Celery
+    messages, on a topic of its own). The two baselines and the three one-process workers the ratios
+    compare run in alternating rounds (`Bench.median_rates`)."""
     backlog = bench.sizes.noop_backlog
     async with bench.topics() as topology:
         await fill(bench.settings, topology, "noop", backlog)
         shared = bench.spec("streamproc", topology)
-        results = {
-            "aiokafka": bench.rate(bench.spec("aiokafka", topology), backlog=backlog),
-            "floor": bench.rate(bench.spec("floor", topology), backlog=backlog),
-            "streamproc": bench.rate(bench.spec("streamproc", topology), backlog=backlog),
-            "streamproc_no_status": bench.rate(bench.spec("streamproc", topology, statuses=False), backlog=backlog),
+        compared = {  # the baselines and workers of the ratios, in rounds
+            "aiokafka": partial(bench.spec, "aiokafka", topology),
+            "floor": partial(bench.spec, "floor", topology),
+            "streamproc": partial(bench.spec, "streamproc", topology),
+            "streamproc_no_status": partial(bench.spec, "streamproc", topology, statuses=False),
+            "streamproc_batch": partial(bench.spec, "streamproc", topology, batch=True),
+        }
+        results = dict(zip(compared, bench.median_rates(*compared.values(), backlog=backlog), strict=True))
+        results |= {
             "faststream": bench.rate(bench.spec("faststream", topology), backlog=backlog),
             "streamproc_two_processes": bench.rate(shared, shared, backlog=backlog),
-            "streamproc_batch": bench.rate(bench.spec("streamproc", topology, batch=True), backlog=backlog),
             "streamproc_uvloop": _on_uvloop(bench, topology, backlog),
         }
         for peer in peers.PEERS:
