@@ -21,6 +21,10 @@ from streamproc.offsets import PartitionOffsets
 
 log = structlog.get_logger("streamproc.worker")
 READ_TIMEOUT_S = 10.0
+# aiokafka retries a retriable commit error without end, and a partition of a topic deleted under the
+# worker answers one (UnknownTopicOrPartition) until the group rebalances: that would hold every
+# later commit, and a revocation's final commit would hold the rebalance itself.
+COMMIT_TIMEOUT_S = 10.0
 
 
 async def commit(
@@ -29,21 +33,25 @@ async def commit(
     """Commit every tracker whose commit changed; a failure is logged and left to the next call.
     `final`: the worker lets these partitions go, so nothing of them finishes after this commit."""
     assigned = consumer.assignment()  # read right before the commit (KAFKA-NOTES "Commits")
+    existing = consumer._client.cluster.topics()  # a deleted topic's partitions stay assigned until a rebalance
     at_ms = time.time_ns() // 1_000_000
     # The trackers themselves, not their dict: a revocation may remove them during the await.
     due = [
         (tp, tracker, commit)
         for tp, tracker in trackers.items()
-        if tp in assigned and (commit := tracker.to_commit(at_ms, final)) is not None
+        if tp in assigned and tp.topic in existing and (commit := tracker.to_commit(at_ms, final)) is not None
     ]
     if not due:
         return
     try:
-        await consumer.commit({tp: (offset, metadata) for tp, _, (offset, metadata, _, _) in due})
-    except KafkaError as exc:
-        # A rebalance took the partitions (their next owner resumes from the last commit), or
-        # the broker is unreachable for now (the next commit carries the same offsets).
-        log.warning("commit failed", error=str(exc), error_type=type(exc).__name__, partitions=len(due))
+        async with asyncio.timeout(COMMIT_TIMEOUT_S):  # the metadata may not know of a deletion yet
+            await consumer.commit({tp: (offset, metadata) for tp, _, (offset, metadata, _, _) in due})
+    except (KafkaError, TimeoutError) as exc:
+        # A rebalance took the partitions (their next owner resumes from the last commit), the
+        # broker is unreachable for now, or a topic is gone (the next commit carries the same offsets).
+        log.warning(
+            "commit failed", error=str(exc) or type(exc).__name__, error_type=type(exc).__name__, partitions=len(due)
+        )
         return
     for _, tracker, (offset, _, version, final_) in due:
         tracker.committed(offset, version, final_)

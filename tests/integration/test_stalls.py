@@ -1,5 +1,6 @@
 """Things that used to stall a partition or a whole worker (issue: reliability), against the real
-broker: a tier record due far in the future, and a retry tier deleted while tasks fail."""
+broker: a tier record due far in the future, and a retry tier deleted while tasks fail or after its
+offsets were committed."""
 
 from __future__ import annotations
 
@@ -96,6 +97,40 @@ async def test_a_deleted_tier_holds_no_slot_is_reported_and_is_picked_up_when_re
                 120,
                 "the waiting retries written to the re-created tier and run",
             )
+
+
+async def test_a_tier_deleted_after_its_offsets_were_committed_holds_neither_commits_nor_the_rebalance(
+    kafka_settings: KafkaSettings, topology: Topology
+) -> None:
+    """A deleted topic's partitions stay assigned until the group rebalances, and a commit naming
+    one fails with a retriable error that aiokafka retries without end. The revocation's final
+    commit of the deleted tier's partitions held the rebalance for ever: no task ran again."""
+    await provisioning.apply(kafka_settings, topology)
+    tiers = [spec.name for spec in topology.topics() if spec.role == "tier"]
+    group = f"{topology.prefix}-g"
+    config = WorkerConfig(group=group, concurrency=2, shutdown_timeout=2, commit_interval=0.1)
+    worker = Worker(app, kafka_settings, topology, config)
+    async with running(worker), Producer(kafka_settings, topology) as producer:
+        await producer.submit_many("flaky", [{"label": f"fail{i}", "fail_times": 1} for i in range(4)])
+        await until(lambda: all(calls_of(f"fail{i}")[1:] for i in range(4)), 60, "the retries run from the tier")
+        ends = await admin.end_offsets(kafka_settings, [topology.tier_topic("1s")])
+        for tp, end in ends.items():
+            if end:
+                await until_committed(kafka_settings, group, tp, end)  # its tracker holds a commit
+        async with admin.admin_client(kafka_settings) as client:
+            await admin.delete_topics(client, tiers)
+        await producer.submit_many("flaky", [{"label": f"ok{i}"} for i in range(20)])
+        await until(lambda: all(calls_of(f"ok{i}") for i in range(20)), 60, "the good tasks running")
+
+        def reassigned_without_tiers() -> bool:
+            owned = {tp.topic for tp in worker.partitions}
+            return bool(owned) and not owned & set(tiers)
+
+        await until(reassigned_without_tiers, 60, "the rebalance without the tiers")
+        intake_ends = await admin.end_offsets(kafka_settings, [topology.intake_topic(p) for p in topology.priorities])
+        for tp, end in intake_ends.items():
+            if end:
+                await until_committed(kafka_settings, group, tp, end)
 
 
 async def test_a_worker_refuses_to_start_without_its_declared_topics(
