@@ -33,6 +33,10 @@ async def commit(
     """Commit every tracker whose commit changed; a failure is logged and left to the next call.
     `final`: the worker lets these partitions go, so nothing of them finishes after this commit."""
     assigned = consumer.assignment()  # read right before the commit (KAFKA-NOTES "Commits")
+    for tp, position in _positions(consumer, assigned).items():
+        tracker = trackers.get(tp)
+        if tracker is not None:
+            tracker.passed(position)
     existing = consumer._client.cluster.topics()  # a deleted topic's partitions stay assigned until a rebalance
     at_ms = time.time_ns() // 1_000_000
     # The trackers themselves, not their dict: a revocation may remove them during the await.
@@ -55,6 +59,20 @@ async def commit(
         return
     for _, tracker, (offset, _, version, final_) in due:
         tracker.committed(offset, version, final_)
+
+
+def _positions(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+    """The next offset the consumer hands out, of each of `partitions` where it knows it. Read from
+    its subscription state: the public `position()` waits for an unknown one, and a commit must not."""
+    subscription = consumer._subscription.subscription
+    if subscription is None or subscription.assignment is None:
+        return {}
+    positions = {}
+    for tp in partitions:
+        state = subscription.assignment.state_value(tp)
+        if state is not None and state.has_valid_position:
+            positions[tp] = state.position
+    return positions
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,14 @@ class PartitionOffsets:
         else:
             self._finished.add(offset)
 
+    def passed(self, position: int) -> None:
+        """The consumer will next hand out `position` or later: it skipped the offsets before it that
+        carry no task (transaction markers, aborted transactions, compacted records). With nothing
+        unfinished, the commit moves past them too, so a partition ending in a marker shows no lag."""
+        if not self._pending and self._next_fetch is not None and position > self._next_fetch:
+            self._next_fetch = position
+            self._version += 1
+
     @property
     def unfinished(self) -> int:
         return len(self._pending) - len(self._finished)

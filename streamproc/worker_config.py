@@ -45,6 +45,9 @@ class WorkerConfig:
             "group_id": self.group,
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
+            # An aborted transaction's records are no tasks; the markers and the aborted records
+            # aiokafka skips leave gaps, which a commit passes once nothing before them is unfinished.
+            "isolation_level": "read_committed",
             # Revocation may wait this long for running tasks (KAFKA-NOTES "Rebalances").
             "rebalance_timeout_ms": int((self.shutdown_timeout + 15) * 1000),
             "max_poll_interval_ms": int((max(300.0, longest_wait_s) + 60) * 1000),

@@ -35,6 +35,24 @@ def test_gaps_in_offsets_do_not_stall_the_commit() -> None:
     assert offsets.committable() == 10
 
 
+def test_the_commit_passes_what_the_consumer_skipped_once_nothing_before_it_is_unfinished() -> None:
+    offsets = PartitionOffsets()
+    offsets.passed(12)  # nothing fetched yet: where to start is the previous owner's commit, not this
+    assert offsets.committable() is None
+    offsets.fetched(3)
+    offsets.fetched(4)
+    offsets.finished(4)
+    offsets.passed(6)  # 5 is a transaction marker, but 3 is still running
+    assert offsets.committable() == 3
+    offsets.finished(3)
+    assert offsets.committable() == 5
+    offsets.passed(6)
+    assert offsets.to_commit() == (6, "", 3, False)
+    offsets.passed(4)  # never backwards
+    assert offsets.committable() == 6
+    offsets.fetched(6)  # the next record the consumer hands out
+
+
 def test_to_commit_only_reports_changes() -> None:
     offsets = PartitionOffsets()
     offsets.fetched(0)
