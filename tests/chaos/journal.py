@@ -22,14 +22,14 @@ class Entry:
 class Fault:
     """One fault: when it struck, which workers it hit and, for an outage, when it ended.
 
-    A worker kill or SIGTERM hits that worker; a broker kill or a member joining (a rebalance)
-    hits every live worker.
+    A worker kill, SIGTERM or freeze hits that worker; a broker kill or freeze, or a member joining
+    (a rebalance), hits every live worker.
     """
 
     kind: str
     at: float
     pids: frozenset[int]
-    until: float | None = None  # the broker answered again (outages only)
+    until: float | None = None  # the broker answered again, or the frozen process went on
 
 
 class Journal:

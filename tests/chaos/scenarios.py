@@ -1,4 +1,4 @@
-"""The four SPEC §11 fault scenarios and the run that measures one of them.
+"""The SPEC §11 fault scenarios, two freezes besides, and the run that measures one of them.
 
 A run: topics of its own, a paced submitter, a pool of worker processes, the scenario's fault
 schedule while tasks are submitted, then a wait (with a deadline) until every submitted task is
@@ -8,7 +8,9 @@ done or dead-lettered and the group has committed every intake and tier partitio
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +25,9 @@ from tests.chaos.journal import Fault, Journal
 from tests.chaos.workload import Submitter, chaos_topology, dead_lettered, delete_topics, lagging
 
 WARM_UP_S = 4.0  # submission starts this long before the faults: about the time workers take to start
+# Longer than the worker's group session (aiokafka's default 10 s): the group gives a frozen worker's
+# partitions to others, and the worker wakes as a stale member still running tasks.
+FREEZE_S = 12.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,29 @@ class Run:
         self.faults.append(Fault("worker joins", time.time(), self.live_pids()))
         self.pool.start()
 
+    def freeze_worker(self) -> None:
+        """SIGSTOP a worker for `FREEZE_S` (a VM paused, a process swapped out), then SIGCONT it."""
+        proc = self.rng.choice(self.pool.live)
+        at = time.time()
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(FREEZE_S)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        self.faults.append(Fault("worker freeze", at, frozenset({proc.pid}), until=time.time()))
+
+    def freeze_broker(self) -> None:
+        """SIGSTOP the broker for `FREEZE_S`: connections stay open and nothing answers, unlike a kill."""
+        pid = self.broker.running_pid()
+        assert pid is not None, "the chaos broker is not running"
+        at, pids = time.time(), self.live_pids()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(FREEZE_S)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        self.faults.append(Fault("broker freeze", at, pids, until=time.time()))
+
     def kill_broker(self) -> None:
         """kill -9 the broker, then start it again on the same data; the outage lasts until it answers."""
         at, pids = time.time(), self.live_pids()
@@ -140,6 +168,20 @@ def rebalance_storm(run: Run) -> None:
             run.add_worker()
 
 
+def worker_freezes(run: Run) -> None:
+    """One worker after another frozen past its group session, 1 to 2 s apart."""
+    while run.active:
+        run.pause(1, 2)
+        run.freeze_worker()
+
+
+def broker_freezes(run: Run) -> None:
+    """The broker frozen, 2 to 3 s apart."""
+    while run.active:
+        run.pause(2, 3)
+        run.freeze_broker()
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -154,6 +196,8 @@ SCENARIOS = {
         Scenario("broker-kill", 2, broker_kills),
         Scenario("scale", 1, scale),
         Scenario("storm", 2, rebalance_storm),
+        Scenario("worker-freeze", 2, worker_freezes),
+        Scenario("broker-freeze", 2, broker_freezes),
     )
 }
 
@@ -175,13 +219,13 @@ class Result:
     notes: list[str] = field(default_factory=list)  # what went wrong, in detail
 
     HEADER = (
-        f"{'scenario':<12} {'ordering':<8} {'submitted':>9} {'finished':>8} {'dups':>6} {'bound':>6} "
+        f"{'scenario':<13} {'ordering':<8} {'submitted':>9} {'finished':>8} {'dups':>6} {'bound':>6} "
         f"{'dlq':>4} {'lost':>5} {'in flight':>9} {'faults':>6} {'lag':>5} {'seconds':>7}"
     )
 
     def row(self) -> str:
         return (
-            f"{self.scenario:<12} {self.ordering:<8} {self.submitted:>9} {self.finished:>8} {self.duplicates:>6} "
+            f"{self.scenario:<13} {self.ordering:<8} {self.submitted:>9} {self.finished:>8} {self.duplicates:>6} "
             f"{self.bound:>6} {self.dead_lettered:>4} {self.lost:>5} {self.in_flight:>9} {self.faults:>6} "
             f"{self.lag:>5} {self.seconds:>7.1f}"
         )

@@ -1,4 +1,5 @@
-"""A short chaos run inside `make test`: each SPEC §11 scenario with 1,000 keyed and 1,000 unkeyed tasks.
+"""A short chaos run inside `make test`: each scenario (SPEC §11's, and two freezes) with 1,000
+keyed and 1,000 unkeyed tasks.
 
 The full runs (20,000 tasks each) are `make chaos`. The broker is the harness's own, on ports the
 OS picks, so killing it never disturbs the session broker other tests use.
@@ -40,3 +41,4 @@ def test_nothing_lost_and_reruns_bounded(chaos_broker: ChaosBroker, scenario: st
     assert result.lost == 0, report
     assert result.lag == 0, report
     assert result.duplicates <= result.bound, report
+    assert not [note for note in result.notes if note.startswith("worker: ")], report  # none died or hung
