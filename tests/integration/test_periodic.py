@@ -175,8 +175,13 @@ async def test_catch_up_after_an_outage_and_junk_state(kafka_settings: KafkaSett
 
     for name, catch_up in (("none", "none"), ("last", "last"), ("junk", "last"), ("fresh", "last")):
         app.periodic(every=timedelta(hours=1), catch_up=catch_up, name=name, grace=timedelta(seconds=10))(beat)
-    now = int(time.time() * 1000)
     hourly = app.schedules["last"]
+    # The run (under a minute) must not reach the next hour, whose slot every schedule would fire on
+    # its own: near the hour's end, start once it and its grace are over. A clock guard, not a sync.
+    to_next_s = (hourly.next_slot(int(time.time() * 1000)) - time.time() * 1000) / 1000
+    if to_next_s < 60:
+        await asyncio.sleep(to_next_s + 15)
+    now = int(time.time() * 1000)
     long_ago = hourly.prev_slot(now) - 3 * 3_600_000
     state = json.dumps({"last_slot": long_ago}).encode()
     await _write_states(kafka_settings, topology, {"none": state, "last": state, "junk": b'{"last_slot": "soon"}'})
