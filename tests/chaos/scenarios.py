@@ -97,24 +97,14 @@ class Run:
         """SIGSTOP a worker for `FREEZE_S` (a VM paused, a process swapped out), then SIGCONT it."""
         proc = self.rng.choice(self.pool.live)
         at = time.time()
-        os.kill(proc.pid, signal.SIGSTOP)
-        try:
-            time.sleep(FREEZE_S)
-        finally:
-            os.kill(proc.pid, signal.SIGCONT)
-        self.faults.append(Fault("worker freeze", at, frozenset({proc.pid}), until=time.time()))
+        self.faults.append(Fault("worker freeze", at, frozenset({proc.pid}), until=_freeze(proc.pid)))
 
     def freeze_broker(self) -> None:
         """SIGSTOP the broker for `FREEZE_S`: connections stay open and nothing answers, unlike a kill."""
         pid = self.broker.running_pid()
         assert pid is not None, "the chaos broker is not running"
         at, pids = time.time(), self.live_pids()
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            time.sleep(FREEZE_S)
-        finally:
-            os.kill(pid, signal.SIGCONT)
-        self.faults.append(Fault("broker freeze", at, pids, until=time.time()))
+        self.faults.append(Fault("broker freeze", at, pids, until=_freeze(pid)))
 
     def kill_broker(self) -> None:
         """kill -9 the broker, then start it again on the same data; the outage lasts until it answers."""
@@ -166,6 +156,16 @@ def rebalance_storm(run: Run) -> None:
             continue
         if count < 4:
             run.add_worker()
+
+
+def _freeze(pid: int) -> float:
+    """SIGSTOP `pid` for `FREEZE_S`, then SIGCONT it; the time it went on."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(FREEZE_S)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    return time.time()
 
 
 def worker_freezes(run: Run) -> None:
