@@ -126,11 +126,16 @@ def worker_kills(run: Run) -> None:
         run.pause(1, 3)
 
 
+def _repeated(run: Run, low: float, high: float, fault: Callable[[], None]) -> None:
+    """`fault()` after a pause of `low` to `high` seconds, as long as the schedule lasts."""
+    while run.active:
+        run.pause(low, high)
+        fault()
+
+
 def broker_kills(run: Run) -> None:
     """kill -9 the broker every few seconds and restart it at once on the same data directory."""
-    while run.active:
-        run.pause(2, 4)
-        run.kill_broker()
+    _repeated(run, 2, 4, run.kill_broker)
 
 
 def scale(run: Run) -> None:
@@ -170,16 +175,12 @@ def _freeze(pid: int) -> float:
 
 def worker_freezes(run: Run) -> None:
     """One worker after another frozen past its group session, 1 to 2 s apart."""
-    while run.active:
-        run.pause(1, 2)
-        run.freeze_worker()
+    _repeated(run, 1, 2, run.freeze_worker)
 
 
 def broker_freezes(run: Run) -> None:
     """The broker frozen, 2 to 3 s apart."""
-    while run.active:
-        run.pause(2, 3)
-        run.freeze_broker()
+    _repeated(run, 2, 3, run.freeze_broker)
 
 
 @dataclass(frozen=True)
@@ -333,7 +334,9 @@ def _measure(scenario: Scenario, options: Options, run: Run, journal: Journal, d
         submitted=len(submitted),
         finished=len(finished),
         duplicates=duplicates,
-        bound=sum(journal.rerun_bound(fault, options.commit_interval) for fault in run.faults),
+        bound=sum(journal.rerun_bound(fault, options.commit_interval) for fault in run.faults)
+        # A frozen worker wakes and may fill its free slots once more before it hears it was evicted.
+        + options.concurrency * sum(1 for fault in run.faults if fault.kind == "worker freeze"),
         dead_lettered=len(dlq & submitted),
         lost=len(lost),
         in_flight=sum(journal.in_flight(fault.at, fault.pids) for fault in run.faults),
