@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -42,13 +43,20 @@ class Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
         self._releasing = asyncio.Lock()
 
     def track(self, running: asyncio.Task[None], partitions: Iterable[TopicPartition]) -> None:
-        """Note a task that runs for `partitions`: letting them go waits for it (an eagerly started
-        one may be done already)."""
+        """Note a task that runs for `partitions`: letting them go waits for it until it calls
+        `untrack` (an eagerly started one may be done already)."""
         if running.done():
             return
         for tp in partitions:
             self.running.setdefault(tp, set()).add(running)
-            running.add_done_callback(self.running[tp].discard)
+
+    def untrack(self, running: asyncio.Task[Any], partitions: Iterable[TopicPartition]) -> None:
+        """The task `track` noted ends: called by the task itself as it ends, since a done callback
+        costs a turn of the loop per task."""
+        for tp in partitions:
+            tasks = self.running.get(tp)
+            if tasks is not None:
+                tasks.discard(running)
 
     async def commit_loop(self) -> None:
         """A commit starts every `commit_interval` (its own duration included, which bounds what a
