@@ -10,12 +10,13 @@ batch starts).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from streamproc.app import Task
 from streamproc.batches import run_batch
-from streamproc.breaker import Circuits
+from streamproc.breaker import Circuits, Permit, deferred
 from streamproc.envelope import Envelope
 from streamproc.execution import Executor, Outcome
 from streamproc.hooks import TaskHooks
@@ -45,7 +46,22 @@ class Attempts:
         verdict = self._lifecycle.verdict(envelope)
         if verdict is not None:
             return Outcome(verdict, 0.0)
-        return await self.circuits.call(envelope, lambda: self._call(envelope))
+        admission = self.circuits.admit(envelope)
+        if admission is not None and admission[1] is Permit.DENY:
+            return deferred(envelope)
+        try:
+            if self._lifecycle.tracks_started:
+                await self._lifecycle.started(envelope)
+            for hook in self._hooks:
+                hook.task_started(envelope)
+            outcome = await self._handlers.run(envelope)
+        except asyncio.CancelledError:
+            if admission is not None:
+                self.circuits.abandon(admission)
+            raise
+        if admission is not None:
+            self.circuits.settle(admission, outcome)
+        return outcome
 
     async def batch(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
         """The outcomes of the jobs of one batch, in order: those not to run, and one handler call for the rest."""
@@ -56,10 +72,3 @@ class Attempts:
                 hook.task_started(envelope)
         ran = iter(await run_batch(self._executor, running) if running else ())
         return [Outcome(verdict, 0.0) if verdict is not None else next(ran) for verdict in verdicts]
-
-    async def _call(self, envelope: Envelope) -> Outcome:
-        if self._lifecycle.tracks_started:
-            await self._lifecycle.started(envelope)
-        for hook in self._hooks:
-            hook.task_started(envelope)
-        return await self._handlers.run(envelope)

@@ -153,24 +153,28 @@ def read_envelope(record: Any, route_task: str | None, topic_priority: str, prio
     a tier the lowest one.
     """
     headers, bad_keys = _decode_headers(record.headers)
-    # A record timestamp out of range (-1 from old clients) says nothing: count from now.
-    timestamp = record.timestamp if 0 <= record.timestamp <= MAX_TIME_MS else time.time_ns() // 1_000_000
     priority = headers.get(PRIORITY, "")
     if priority not in priorities:
         priority = topic_priority or max(priorities, key=priorities.__getitem__)
+    enqueued_at = int_header(headers, ENQUEUED_AT, -1)
+    if enqueued_at < 0:  # else the record's timestamp, unless out of range (-1 from old clients): then now
+        timestamp = record.timestamp
+        enqueued_at = timestamp if 0 <= timestamp <= MAX_TIME_MS else time.time_ns() // 1_000_000
+    topic, partition, offset = record.topic, record.partition, record.offset
+    # Positional: the per-record path, where keywords cost a tenth of this function.
     return Envelope(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key,
-        value=record.value,
-        headers=headers,
-        task=headers.get(TASK) or route_task,
-        task_id=headers.get(TASK_ID) or f"{record.topic}-{record.partition}-{record.offset}",
-        enqueued_at_ms=int_header(headers, ENQUEUED_AT, timestamp),
-        attempt=int_header(headers, ATTEMPT, 1),
-        priority=priority,
-        undecodable=f"header key {', '.join(bad_keys)} is not UTF-8 (shown with \\xNN escapes)" if bad_keys else None,
+        topic,
+        partition,
+        offset,
+        record.key,
+        record.value,
+        headers,
+        headers.get(TASK) or route_task,  # task
+        headers.get(TASK_ID) or f"{topic}-{partition}-{offset}",  # task_id
+        enqueued_at,
+        int_header(headers, ATTEMPT, 1),
+        priority,
+        f"header key {', '.join(bad_keys)} is not UTF-8 (shown with \\xNN escapes)" if bad_keys else None,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from streamproc import App
-from streamproc.breaker import CircuitBreaker, Circuits, Permit
+from streamproc.breaker import CircuitBreaker, Circuits, Permit, deferred
 from streamproc.envelope import Envelope
 from streamproc.execution import Outcome, Result
 
@@ -65,16 +65,13 @@ async def test_circuits_defer_a_task_whose_circuit_opened_without_calling_its_ha
 
     circuits = Circuits(app.tasks)
     task = Envelope("t", 0, 7, None, b"{}", {}, "fragile", "id-1", 0, 1, "normal")
-    calls: list[str] = []
-
-    async def failing() -> Outcome:
-        calls.append("called")
-        return Outcome(Result.FAILED, 0.0, RuntimeError("down"))
-
-    assert [(await circuits.call(task, failing)).result for _ in range(3)] == [
-        Result.FAILED,
-        Result.FAILED,
-        Result.DEFERRED,
-    ]
-    assert calls == ["called", "called"]
+    permits = []
+    for _ in range(3):
+        admission = circuits.admit(task)
+        assert admission is not None
+        permits.append(admission[1])
+        if admission[1] is not Permit.DENY:
+            circuits.settle(admission, Outcome(Result.FAILED, 0.0, RuntimeError("down")))
+    assert permits == [Permit.CALL, Permit.CALL, Permit.DENY]
+    assert deferred(task).result is Result.DEFERRED
     assert circuits.states() == {"fragile": True}
