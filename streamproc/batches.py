@@ -26,8 +26,8 @@ from typing import Any
 
 from streamproc.app import Batch, Task
 from streamproc.envelope import Envelope
-from streamproc.errors import BatchFailed, PermanentError, PoisonRecord
-from streamproc.execution import Executor, Outcome, Result, task_context
+from streamproc.errors import BatchFailed, PoisonRecord
+from streamproc.execution import Executor, Outcome, Result, failed, task_context
 from streamproc.scheduling import Job, Partition
 
 
@@ -117,15 +117,9 @@ def _item_outcomes(returned: Any, items: int, begin: float) -> list[Outcome]:
     took = time.perf_counter() - begin
     if isinstance(returned, BatchFailed):
         failures = returned.failures
-        return [_failed(failures[i], took) if i in failures else Outcome(Result.SUCCEEDED, took) for i in range(items)]
+        return [failed(failures[i], took) if i in failures else Outcome(Result.SUCCEEDED, took) for i in range(items)]
     if isinstance(returned, Exception):
-        return [_failed(returned, took)] * items
+        return [failed(returned, took)] * items
     if isinstance(returned, list) and len(returned) == items:
         return [Outcome(Result.SUCCEEDED, took, value=value) for value in returned]
     return [Outcome(Result.SUCCEEDED, took)] * items
-
-
-def _failed(error: BaseException, took: float) -> Outcome:
-    if isinstance(error, PermanentError):
-        return Outcome(Result.DEAD, took, error, "permanent_error")
-    return Outcome(Result.FAILED, took, error)

@@ -25,6 +25,7 @@ from streamproc.app import App, Task
 from streamproc.context import TaskContext
 from streamproc.envelope import Envelope
 from streamproc.errors import PermanentError, PoisonRecord
+from streamproc.inline import run_in_place
 
 log = structlog.get_logger("streamproc.task")
 
@@ -62,6 +63,16 @@ class Outcome:
         if error is None or error.__traceback__ is None or isinstance(error, PoisonRecord):
             return None
         return "".join(traceback.format_exception(error))
+
+
+def failed(error: BaseException, duration_s: float) -> Outcome:
+    """The outcome of an attempt that raised `error`: dead for a poison record or a `PermanentError`,
+    else a retryable failure."""
+    if isinstance(error, PoisonRecord):
+        return Outcome(Result.DEAD, duration_s, error, error.reason)
+    if isinstance(error, PermanentError):
+        return Outcome(Result.DEAD, duration_s, error, "permanent_error")
+    return Outcome(Result.FAILED, duration_s, error)
 
 
 class TaskTimeout(TimeoutError):
@@ -126,12 +137,22 @@ class Executor:
             finally:
                 if task.wants_context:
                     self._cancel_events.pop(envelope.task_id, None)
-        except PoisonRecord as exc:
-            return Outcome(Result.DEAD, time.perf_counter() - begin, exc, exc.reason)
-        except PermanentError as exc:
-            return Outcome(Result.DEAD, time.perf_counter() - begin, exc, "permanent_error")
         except Exception as exc:
-            return Outcome(Result.FAILED, time.perf_counter() - begin, exc)
+            return failed(exc, time.perf_counter() - begin)
+        return Outcome(Result.SUCCEEDED, time.perf_counter() - begin, value=value)
+
+    def run_in_place(self, envelope: Envelope) -> Outcome:
+        """`run` for a task whose handler never suspends (`inline`): called in place, so it needs no
+        deadline (nothing interrupts it) and no cancel event (no cancel can arrive while it runs)."""
+        begin = time.perf_counter()
+        try:
+            task = self.task_for(envelope)
+            args: tuple[Any, ...] = (task.decode(envelope.value),)
+            if task.wants_context:
+                args += (task_context(task.name, envelope),)
+            value = run_in_place(task.fn, args)
+        except Exception as exc:
+            return failed(exc, time.perf_counter() - begin)
         return Outcome(Result.SUCCEEDED, time.perf_counter() - begin, value=value)
 
     async def call(self, task: Task[Any, Any], args: tuple[Any, ...]) -> Any:

@@ -2,16 +2,14 @@
 
 One aiokafka consumer per process feeds three cooperating coroutines:
 
-- `_fetch_loop` calls `getmany` on the intake topics, routes and retry tiers, records each
-  offset as unfinished and hands the records on: to the scheduler, or, for a tier record whose
-  `retry-at` is still ahead, to the delay queue; a partition holding more than half its
-  `prefetch`, or whose offsets past its commit reach `max_uncommitted`, is left out of the next
-  fetch (backpressure, and a bound on what a slow task holds back);
+- `Fetching.loop` (`fetching`) fetches the owned partitions that have room into their buffers,
+  recording each offset as unfinished (backpressure: `prefetch` and `max_uncommitted`);
 - `_dispatch_loop` moves due tier records into the scheduler and starts the scheduler's next
-  job whenever a concurrency slot is free (in a task of its own, started eagerly on Python 3.12+:
-  `event_loop.start_task`); a rate-limited job whose start lies ahead is parked
-  until then, holding no slot; a job of a batch task gathers with others, and a full or due
-  batch starts in one slot (`batches`);
+  job whenever a concurrency slot is free: in a task of its own (started eagerly on Python 3.12+,
+  `event_loop.start_task`), or, when its handler never suspends, run in place at once (`inline`;
+  at most `concurrency` of them between two turns of the loop); a rate-limited job whose start
+  lies ahead is parked until then, holding no slot; a job of a batch task gathers with others,
+  and a full or due batch starts in one slot (`batches`);
 - `_run` (`_run_batch`) skips a cancelled or already succeeded task, asks the task's circuit
   breaker, executes the job or batch (`attempts`), gives the key lanes back,
   routes its outcome (a retry tier or the DLQ, acknowledged by the broker; a write retried while a
@@ -20,14 +18,6 @@ One aiokafka consumer per process feeds three cooperating coroutines:
 - `Ownership.commit_loop` commits, at most every `commit_interval`, each partition's lowest
   unfinished offset with the finished offsets above it (`commits`); a newly assigned partition
   skips what its previous owner finished (SPEC §5).
-
-Pausing is done by leaving the partition out of `getmany(*partitions)`, not with
-`consumer.pause()`: aiokafka discards a paused partition's already fetched records, so every
-pause/resume would fetch them again, while an unrequested partition keeps its one fetched
-response in aiokafka's buffer and is not fetched further until it is read. Each `getmany` takes
-at most `prefetch // 2` records, so a partition never holds more than `prefetch`. Waiting
-records (delayed or parked) count against it too, so memory stays bounded, and they wake the
-loops at their due time: nothing polls while they wait.
 
 Revocation and shutdown take the same path (`ownership`): start nothing more from the
 partitions, drop their buffered and waiting records, wait (bounded) for their running tasks and
@@ -41,7 +31,7 @@ import contextlib
 import time
 from collections.abc import Sequence
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -55,6 +45,7 @@ from streamproc.envelope import Envelope
 from streamproc.errors import StreamprocError
 from streamproc.event_loop import start_task
 from streamproc.execution import Executor, Outcome
+from streamproc.fetching import Fetching, fetched_from
 from streamproc.hooks import TaskHooks
 from streamproc.lag import owned_lag
 from streamproc.lenient_decoding import install as install_lenient_decoding
@@ -106,8 +97,7 @@ class Worker:
         self._owned = Ownership(config, self._buffers, self._lifecycle)
         self._offsets = self._owned.offsets  # the owned partitions' trackers, the one dict `Ownership` keeps
         self._wake = asyncio.Event()  # work to dispatch: records arrived or a task finished
-        self._room = asyncio.Event()  # a full partition may be fetched again (see `_note_room`)
-        self._waiting_for_room = False  # the fetch loop waits on `_room`: every owned partition is full
+        self._fetching = Fetching(config, self._buffers, self._offsets, self._wake)
         self._stopping = asyncio.Event()
         self._in_flight = 0
         # Tasks whose handler returned and whose status is on its way: they count against the
@@ -187,8 +177,10 @@ class Worker:
             self._executor.close()
 
     async def _consume(self) -> None:
-        steps = (self._fetch_loop, self._dispatch_loop, self._owned.commit_loop)
-        loops = [asyncio.create_task(loop()) for loop in steps]
+        consumer = self._owned.consumer
+        assert consumer is not None
+        steps = (self._fetching.loop(consumer), self._dispatch_loop(), self._owned.commit_loop())
+        loops = [asyncio.create_task(step) for step in steps]
         stopping = asyncio.create_task(self._stopping.wait())
         try:
             await asyncio.wait([stopping, *loops], return_when=asyncio.FIRST_COMPLETED)
@@ -206,65 +198,17 @@ class Worker:
 
     # fetch → schedule
 
-    async def _fetch_loop(self) -> None:
-        consumer = self._owned.consumer
-        assert consumer is not None
-        max_records = max(1, self.config.prefetch // 2)
-        while True:
-            assigned = list(self._offsets)
-            open_partitions = [tp for tp in assigned if self._has_room(tp)]
-            if assigned and not open_partitions:
-                # Every buffer is full: wait until a task starts. That takes at most
-                # `_longest_wait_s`, which the poll interval covers, so the member stays in the group.
-                self._room.clear()
-                self._waiting_for_room = True
-                try:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(1.0):
-                            await self._room.wait()
-                finally:
-                    self._waiting_for_room = False
-                continue
-            batches = await consumer.getmany(
-                *open_partitions, timeout_ms=self._poll_ms(assigned, open_partitions), max_records=max_records
-            )
-            for tp, records in batches.items():
-                offsets = self._offsets.get(tp)
-                if offsets is None:
-                    if tp in consumer.assignment():  # assigned, but its tracker is still being set up
-                        consumer.seek(tp, records[0].offset)  # fetch these again, not lose them
-                    continue  # else revoked while this batch was on its way
-                self._buffers.accept(tp, records, offsets)  # its jobs carry `tp` (`_fetched_from`)
-            if batches:
-                self._wake.set()
-
-    def _has_room(self, tp: TopicPartition) -> bool:
-        """Room for one more `getmany` batch without passing `prefetch` nor `max_uncommitted`."""
-        held = self._buffers.held(tp)
-        tracker = self._offsets.get(tp)
-        span = tracker.open_span if tracker is not None else 0
-        return held <= self.config.prefetch // 2 and span + self.config.prefetch // 2 <= self.config.max_uncommitted
-
-    def _note_room(self, tp: TopicPartition) -> None:
-        """Wake the fetch loop, which waits while every partition is full, once `tp` has room (checked
-        only while it waits: the check after each start and finish cost 5% of a no-op task)."""
-        if self._waiting_for_room and not self._room.is_set() and self._has_room(tp):
-            self._room.set()
-
-    def _poll_ms(self, assigned: list[TopicPartition], open_partitions: list[TopicPartition]) -> int:
-        """How long `getmany` may wait for records of the open partitions (`Buffers.poll_ms`)."""
-        if len(open_partitions) == len(assigned):
-            return 500
-        closed = set(assigned).difference(open_partitions)
-        return self._buffers.poll_ms(((tp.topic, tp.partition) for tp in closed), time.monotonic())
-
     async def _dispatch_loop(self) -> None:
         concurrency, shared = self.config.concurrency, self._shared_slots
         parked, gathering = self._buffers.parked, self._buffers.gathering or None
         while True:
             now = time.monotonic()
             self._buffers.release_due(now)
-            while self._in_flight + self._settling < concurrency:
+            # Jobs run in place (`_start`) free their slot at once when no status holds it: at most
+            # `concurrency` of them between two turns of the loop, so fetching and heartbeats go on.
+            budget = concurrency
+            while self._in_flight + self._settling < concurrency and budget:
+                budget -= 1
                 if parked and (cleared := parked.pop_due(now, limit=1)):
                     self._start(cleared[0])
                     continue
@@ -283,6 +227,9 @@ class Worker:
                     parked.add(popped.partition, now + wait, popped)  # keeps its lane, holds no slot
                 else:
                     self._start(popped)
+            if not budget:
+                await asyncio.sleep(0)
+                continue
             self._wake.clear()
             due = self._buffers.next_due()
             with contextlib.suppress(TimeoutError):
@@ -290,27 +237,36 @@ class Worker:
                     await self._wake.wait()
 
     def _start(self, job: Job[Envelope]) -> None:
-        partitions = (_fetched_from(job),)
-        self._note_room(partitions[0])  # a started task leaves its partition's buffer
+        partitions = (fetched_from(job),)
+        self._fetching.note_room(partitions[0])  # a started task leaves its partition's buffer
+        offsets = self._offsets[partitions[0]]
+        if self._attempts.runs_in_place(job.item):  # its handler never suspends: no task of its own
+            try:
+                outcome = self._attempts.in_place(job.item)
+                self._scheduler.done(job)
+                if not self._settle_now(job, offsets, outcome):  # a write to await: in a task after all
+                    self._owned.track(start_task(self._settle_apart(job, offsets, outcome, partitions)), partitions)
+            except Exception as exc:
+                self._crashed(exc, job.item)
+            return
         self._in_flight += 1
-        self._owned.track(start_task(self._run(job, self._offsets[partitions[0]], partitions)), partitions)
+        self._owned.track(start_task(self._run(job, offsets, partitions)), partitions)
 
     def _start_batch(self, jobs: list[Job[Envelope]]) -> None:
         """Run the jobs of one batch task in one slot (`batches`)."""
-        partitions = tuple({_fetched_from(job) for job in jobs})
+        partitions = tuple({fetched_from(job) for job in jobs})
         for tp in partitions:
-            self._note_room(tp)
+            self._fetching.note_room(tp)
         self._in_flight += 1
-        trackers = [self._offsets[_fetched_from(job)] for job in jobs]
+        trackers = [self._offsets[fetched_from(job)] for job in jobs]
         self._owned.track(start_task(self._run_batch(jobs, trackers, partitions)), partitions)
 
     # run → route outcome
 
     async def _run(self, job: Job[Envelope], offsets: PartitionOffsets, partitions: tuple[TopicPartition]) -> None:
-        envelope = job.item
         try:
             try:
-                outcome = await self._attempts.one(envelope)
+                outcome = await self._attempts.one(job.item)
             finally:
                 # The slot and the key lane are free once the handler returned: routing may wait
                 # for the broker (a missing topic, an outage) without stopping other tasks. The slot
@@ -318,15 +274,47 @@ class Worker:
                 self._in_flight -= 1
                 self._scheduler.done(job)
                 self._wake.set()
-            routed = self._router.route_now(envelope, outcome) or await self._router.route(envelope, outcome)
-            # Its status goes in a batch of statuses; the offset finishes once the broker has it.
-            self._settling += 1
-            self._lifecycle.record(envelope, outcome, routed, lambda: self._finished(job, offsets, outcome, routed))
+            if not self._settle_now(job, offsets, outcome):
+                await self._settle(job, offsets, outcome)
         except Exception as exc:
-            log.exception("worker error; stopping", task=envelope.task, position=envelope.position)
-            self._fail(exc)
+            self._crashed(exc, job.item)
         finally:
             self._owned.untrack(_current_task(), partitions)
+
+    def _settle_now(self, job: Job[Envelope], offsets: PartitionOffsets, outcome: Outcome) -> bool:
+        """Route an outcome that needs no write (a success, a cancel, a skip) and send its status;
+        False when routing must be awaited (`_settle`)."""
+        routed = self._router.route_now(job.item, outcome)
+        if routed is None:
+            return False
+        self._record(job, offsets, outcome, routed)
+        return True
+
+    async def _settle(self, job: Job[Envelope], offsets: PartitionOffsets, outcome: Outcome) -> None:
+        """Route an outcome through its write (a retry tier, the DLQ, a workflow's next step), then send
+        its status."""
+        self._record(job, offsets, outcome, await self._router.route(job.item, outcome))
+
+    async def _settle_apart(
+        self, job: Job[Envelope], offsets: PartitionOffsets, outcome: Outcome, partitions: tuple[TopicPartition]
+    ) -> None:
+        """`_settle` in a task of its own, for a job that ran in place (`Ownership` tracks the task)."""
+        try:
+            await self._settle(job, offsets, outcome)
+        except Exception as exc:
+            self._crashed(exc, job.item)
+        finally:
+            self._owned.untrack(_current_task(), partitions)
+
+    def _record(self, job: Job[Envelope], offsets: PartitionOffsets, outcome: Outcome, routed: Routed) -> None:
+        """Send the status of a routed outcome; the offset finishes once the broker has it, and the
+        slot (`_settling`) is held until then."""
+        self._settling += 1
+        self._lifecycle.record(job.item, outcome, routed, lambda: self._finished(job, offsets, outcome, routed))
+
+    def _crashed(self, error: Exception, envelope: Envelope) -> None:
+        log.exception("worker error; stopping", task=envelope.task, position=envelope.position)
+        self._fail(error)
 
     async def _run_batch(
         self, jobs: list[Job[Envelope]], trackers: list[PartitionOffsets], partitions: tuple[TopicPartition, ...]
@@ -356,8 +344,7 @@ class Worker:
             for i, envelope in enumerate(envelopes):
                 self._lifecycle.record(envelope, outcomes[i], routes[i], partial(finished, i))
         except Exception as exc:
-            log.exception("worker error; stopping", task=envelopes[0].task, position=envelopes[0].position)
-            self._fail(exc)
+            self._crashed(exc, envelopes[0])
         finally:
             self._owned.untrack(_current_task(), partitions)
 
@@ -370,7 +357,7 @@ class Worker:
             if self._in_flight + self._settling + 1 >= self._shared_slots:  # the dispatcher may wait for it
                 self._wake.set()
         offsets.finished(job.item.offset)
-        self._note_room(_fetched_from(job))  # it may have been held at `max_uncommitted`
+        self._fetching.note_room(fetched_from(job))  # it may have been held at `max_uncommitted`
         for hook in self._hooks:
             hook.task_finished(job.item, outcome, routed)
 
@@ -380,12 +367,6 @@ class Worker:
         if self._error is None and isinstance(error, Exception):
             self._error = error
         self.stop()
-
-
-def _fetched_from(job: Job[Envelope]) -> TopicPartition:
-    """The partition of a fetched job: `Buffers.accept` was given the `TopicPartition` itself, so no
-    new one is built per task (a `TopicPartition` is a `tuple[str, int]`, equal to and hashed as one)."""
-    return cast(TopicPartition, job.partition)
 
 
 def _current_task() -> asyncio.Task[Any]:
