@@ -32,8 +32,7 @@ class StatusBatches:
         self._topic = topic
         # partition → each waiting status: (key, value, on_sent)
         self._open: dict[int, list[tuple[bytes, bytes, Sent]]] = {}
-        self._sending: set[asyncio.Task[None]] = set()
-        self._busy: set[int] = set()  # partitions with a batch in flight
+        self._sending: dict[int, asyncio.Task[None]] = {}  # partition → its sending task (`_send`)
         self.on_error: Callable[[BaseException], None] = lambda error: None  # a send or an `on_sent` failed
 
     def add(self, partition: int, task_id: str, value: bytes, on_sent: Sent) -> None:
@@ -45,17 +44,14 @@ class StatusBatches:
         waiting = self._open.get(partition)
         if waiting is None:
             waiting = self._open[partition] = []
-            if partition not in self._busy:  # else it goes when the batch in flight is acknowledged
-                asyncio.get_running_loop().call_soon(self._flush, partition)
+            if partition not in self._sending:  # else its sending task takes it after the batch in flight
+                self._sending[partition] = asyncio.create_task(self._send(partition))
         waiting.append((task_id.encode(), value, on_sent))
 
     async def settled(self) -> None:
         """Return once every status added so far was sent (or its send failed)."""
-        while self._open or self._sending:
-            for partition in [p for p in self._open if p not in self._busy]:
-                self._flush(partition)
-            if self._sending:
-                await asyncio.wait(set(self._sending))
+        while self._sending:
+            await asyncio.wait(list(self._sending.values()))
 
     def _too_large(self, value: bytes) -> bytes:
         status = TaskStatus.from_json(value)
@@ -63,29 +59,28 @@ class StatusBatches:
         error = f"the result ({len(value)} bytes as a status record) is too large for {self._topic}"
         return replace(status, result=None, result_error=error).to_json()
 
-    def _flush(self, partition: int) -> None:
-        records = self._open.pop(partition, None)
-        if records is None:  # sent already
-            return
-        self._busy.add(partition)
-        task = asyncio.create_task(self._send(partition, records))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _send(self, partition: int, records: list[tuple[bytes, bytes, Sent]]) -> None:
+    async def _send(self, partition: int) -> None:
+        """Send the partition's gathered statuses as a batch, then what gathered while it flew, until
+        none is left. Its first step comes a turn after the first status, so it takes every status
+        added in that turn."""
         try:
-            try:
-                await self._writer.send_batch(self._topic, partition, [(key, value) for key, value, _ in records])
-            except TOO_LARGE:  # the topic's max.message.bytes is below a status: find it, replace it
-                for key, value, _ in records:
-                    try:
-                        await self._writer.send(self._topic, value, key, [], partition=partition)
-                    except TOO_LARGE:
-                        await self._writer.send(self._topic, self._too_large(value), key, [], partition=partition)
-            for *_, on_sent in records:
-                on_sent()
+            while records := self._open.pop(partition, None):
+                await self._send_batch(partition, records)
+                for *_, on_sent in records:
+                    on_sent()
         except Exception as error:  # a bug: the worker stops rather than leave the offsets unfinished
             self.on_error(error)
         finally:
-            self._busy.discard(partition)
-            self._flush(partition)  # what gathered meanwhile
+            del self._sending[partition]
+            if partition in self._open:  # added after a failure: a task of its own takes them
+                self._sending[partition] = asyncio.create_task(self._send(partition))
+
+    async def _send_batch(self, partition: int, records: list[tuple[bytes, bytes, Sent]]) -> None:
+        try:
+            await self._writer.send_batch(self._topic, partition, [(key, value) for key, value, _ in records])
+        except TOO_LARGE:  # the topic's max.message.bytes is below a status: find it, replace it
+            for key, value, _ in records:
+                try:
+                    await self._writer.send(self._topic, value, key, [], partition=partition)
+                except TOO_LARGE:
+                    await self._writer.send(self._topic, self._too_large(value), key, [], partition=partition)
