@@ -60,6 +60,13 @@ async def step(payload: Step, ctx: TaskContext) -> None:
     _append("done", ctx)
 
 
+@app.task("mark")
+async def mark(payload: dict[str, object], ctx: TaskContext) -> None:
+    """`step` without an await: the worker calls it in place (`streamproc.inline`)."""
+    _append("start", ctx)
+    _append("done", ctx)
+
+
 @app.task("noop")
 async def noop(payload: dict[str, object]) -> None:
     """Does nothing: measures the framework, not the handler."""

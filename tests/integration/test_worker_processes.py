@@ -64,12 +64,13 @@ def workers(bootstrap: str, topology: Topology, tmp_path: Path) -> Iterator[Call
     processes.close()
 
 
-async def submit(settings: KafkaSettings, topology: Topology, n: int, **payload: object) -> set[str]:
+async def submit(
+    settings: KafkaSettings, topology: Topology, n: int, task: str = "step", **payload: object
+) -> set[str]:
     await provisioning.apply(settings, topology)
     async with Producer(settings, topology) as producer:
-        return set(
-            [h.id for h in await producer.submit_many("step", [dict(payload) for _ in range(n)], priority="normal")]
-        )
+        handles = await producer.submit_many(task, [dict(payload) for _ in range(n)], priority="normal")
+        return {handle.id for handle in handles}
 
 
 def test_sigkill_mid_run_loses_nothing(
@@ -109,19 +110,27 @@ def test_sigkill_mid_run_loses_nothing(
     assert len(uncommitted) < len(done_before)  # the commits before the kill did spare work
 
 
-@pytest.mark.parametrize("commit_interval", ["1", "3600"], ids=["after-commits", "before-its-first-commit"])
+@pytest.mark.parametrize(
+    ("task", "commit_interval"),
+    [("step", "1"), ("step", "3600"), ("mark", "1")],
+    ids=["after-commits", "before-its-first-commit", "handlers-run-in-place"],
+)
 def test_sigkill_of_one_of_two_workers_reruns_only_what_was_running_thanks_to_the_statuses(
     kafka_settings: KafkaSettings,
     topology: Topology,
     workers: Callable[..., subprocess.Popen[bytes]],
     tmp_path: Path,
+    task: str,
     commit_interval: str,
 ) -> None:
     """SPEC §12's last point: with statuses on, the successor skips what the dead worker finished
     (its `succeeded` statuses), so only the tasks running at the kill run twice: also when the dead
-    worker never made a periodic commit, so its successor has no commit time to start reading from."""
+    worker never made a periodic commit, so its successor has no commit time to start reading from,
+    and when the handler never awaits, so the worker calls it in place (`mark`): what counts against
+    the concurrency there is the tasks whose status is on its way."""
     concurrency = 16
-    ids = asyncio.run(submit(kafka_settings, topology, 20_000, sleep_ms=1))
+    payload = {"sleep_ms": 1} if task == "step" else {}
+    ids = asyncio.run(submit(kafka_settings, topology, 20_000, task, **payload))
     journal = Journal(tmp_path / "journal.txt")
     group = f"{topology.prefix}-g"
     victim = workers("--concurrency", str(concurrency), "--commit-interval", commit_interval)
