@@ -22,13 +22,17 @@ import contextlib
 import time
 from typing import cast
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition, errors
+from aiokafka.errors import KafkaError
 
 from streamproc.buffers import Buffers
 from streamproc.envelope import Envelope
 from streamproc.offsets import PartitionOffsets
 from streamproc.scheduling import Job
 from streamproc.worker_config import WorkerConfig
+
+log = structlog.get_logger("streamproc.worker")
 
 
 class Fetching:
@@ -65,9 +69,15 @@ class Fetching:
                 finally:
                     self._waiting_for_room = False
                 continue
-            batches = await consumer.getmany(
-                *open_partitions, timeout_ms=self._poll_ms(assigned, open_partitions), max_records=max_records
-            )
+            try:
+                batches = await consumer.getmany(
+                    *open_partitions, timeout_ms=self._poll_ms(assigned, open_partitions), max_records=max_records
+                )
+            except KafkaError as exc:
+                if not passes_by_itself(exc):
+                    raise
+                log.warning("the consumer group's coordination failed; it rejoins", error=str(exc))
+                continue
             for tp, records in batches.items():
                 offsets = self._offsets.get(tp)
                 if offsets is None:
@@ -98,6 +108,20 @@ class Fetching:
             return 500
         closed = set(assigned).difference(open_partitions)
         return self._buffers.poll_ms(((tp.topic, tp.partition) for tp in closed), time.monotonic())
+
+
+def passes_by_itself(error: KafkaError) -> bool:
+    """Whether an error `getmany` raised passes by itself. aiokafka's group coordinator hands a failed
+    join or sync to the next `getmany` and then rejoins on its own; an answer it does not expect (a
+    SyncGroup's GroupLoadInProgress while the broker recovers from a freeze) comes as a plain
+    `KafkaError` naming the broker's error, which ended the worker until this read the name: a
+    retriable error passes, anything else (an authorization failure) still ends the worker."""
+    if error.retriable:
+        return True
+    if type(error) is not KafkaError or not error.args:
+        return False
+    named = getattr(errors, str(error.args[0]).removesuffix("()"), None)
+    return isinstance(named, type) and issubclass(named, KafkaError) and bool(getattr(named, "retriable", False))
 
 
 def fetched_from(job: Job[Envelope]) -> TopicPartition:
