@@ -3,7 +3,7 @@
 An `async def` whose own code has no suspension point (no `await`, `async with` or `async for`:
 its bytecode has no `YIELD_VALUE`, where every coroutine frame suspends) returns on the first
 `send`, so the worker's dispatcher calls it in place: no task is created and scheduled, and the
-job takes no turn of the event loop (about a fifth of a no-op task's time on Python 3.11, where
+job takes no turn of the event loop (about a quarter of a no-op task's time on Python 3.11, where
 asyncio has no eager tasks). This is proved from the code, not guessed, so a handler that awaits
 anything, even only sometimes, always gets a task of its own. Nothing such a handler does can be
 interrupted anyway: a timeout or a cancel reaches a handler only at an await.
